@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?=
+ARGS ?=
+
+.PHONY: install train test lint bench clean
+
+install: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes; the package is installed editable so that
+# `resnet-train` finds conf/ at the top of this checkout from any working directory.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+train: install
+	$(BIN)/resnet-train $(if $(DATA),data.root=$(DATA)) $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check resnet_repro scripts tests
+	$(BIN)/ruff format --check resnet_repro scripts tests
+
+bench: install
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Checkpoints as plain dicts: everything a run needs to go on exactly where it stopped.
+
+The data order needs no state of its own: it is a function of the seed and the iteration
+(see batches.py), so model, optimizer, scaler, iteration and RNG state are enough.
+"""
+
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .files import atomic_save
+
+
+def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, config: dict,
+                    wall_time: float) -> None:
+    atomic_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "iteration": iteration,
+            "config": config,
+            "wall_time": wall_time,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "iteration"} <= ckpt.keys():
+            raise ValueError("it is not a resnet-repro checkpoint")
+    except Exception as e:  # any unreadable file is the same user-facing problem
+        raise UserError(
+            f"Cannot resume: the checkpoint {path} cannot be read ({str(e).splitlines()[0]}). "
+            "Move it away to start this run over, or choose a new run directory "
+            "(hydra.run.dir=...)."
+        ) from None
+    return ckpt
+
+
+def restore(ckpt: dict, model, optimizer, scaler) -> int:
+    """Load the state into the given objects; return the iteration to continue from."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if ckpt["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    return ckpt["iteration"]

@@ -1,0 +1,244 @@
+"""CIFAR-10/100 from disk: find it, download it if asked, decode it once into a uint8 cache.
+
+Two layouts are read:
+- the official "python version": cifar-10-batches-py/ or cifar-100-python/ (pickled batches);
+- an image folder: train/<class>/* and test/<class>/* (the layout ImageNet uses).
+"""
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import UserError
+from .files import atomic_save
+
+
+@dataclass(frozen=True)
+class Cifar:
+    num_classes: int
+    folder: str
+    url: str
+    md5: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+
+
+CIFAR = {
+    "cifar10": Cifar(
+        10,
+        "cifar-10-batches-py",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "labels",
+    ),
+    "cifar100": Cifar(
+        100,
+        "cifar-100-python",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        ("train",),
+        ("test",),
+        "fine_labels",
+    ),
+}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+CACHE_VERSION = 1
+
+
+@dataclass
+class ImageData:
+    """Images as uint8 N x 3 x H x W tensors, labels as int64; val is empty unless split off."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+
+
+def load_dataset(name: str, val_split: int = 0, **kwargs) -> ImageData:
+    class_count(name, **kwargs)  # rejects an unknown name
+    data = synthetic(**kwargs) if name == "synthetic" else load_cifar(name, **kwargs)
+    return split_validation(data, val_split)
+
+
+def class_count(name: str, num_classes: int | None = None, **_) -> int:
+    """The number of classes, known before any data is read (to check the model first)."""
+    if name == "synthetic":
+        return num_classes
+    if name in CIFAR:
+        return CIFAR[name].num_classes
+    raise UserError(f"data.name={name!r} is unknown; use data=cifar10, cifar100 or synthetic.")
+
+
+def synthetic(num_classes: int = 10, train_size: int = 50000, test_size: int = 10000,
+              image_size: int = 32, seed: int = 0) -> ImageData:
+    """Random images and labels of CIFAR's shapes, for tests and speed measurements."""
+    g = torch.Generator().manual_seed(seed)
+
+    def images(n):
+        return torch.randint(0, 256, (n, 3, image_size, image_size), generator=g, dtype=torch.uint8)
+
+    def labels(n):
+        return torch.randint(0, num_classes, (n,), generator=g)
+
+    return ImageData(images(train_size), labels(train_size), images(test_size), labels(test_size),
+                     num_classes)
+
+
+def load_cifar(name: str, root: str, download: bool = True) -> ImageData:
+    spec, root = CIFAR[name], Path(root).expanduser()
+    source = find_source(spec, root)
+    if source is None and download:
+        download_cifar(spec, root)
+        source = find_source(spec, root)
+    if source is None:
+        raise UserError(
+            f"No {name} data at data.root={root}. Expected either the official python version "
+            f"({root}/{spec.folder}/) or an image folder ({root}/train/<class>/*, "
+            f"{root}/test/<class>/*). Point data.root at a copy (make train DATA=/path/to/{name}), "
+            "or set data.download=true on a machine with internet."
+        )
+    layout, path = source
+    fingerprint = source_fingerprint(layout, path, spec)
+    cache = cache_path(path, name)
+    if cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        if cached.get("fingerprint") == fingerprint and cached.get("version") == CACHE_VERSION:
+            return ImageData(**cached["tensors"], num_classes=spec.num_classes)
+    reader = read_python_version if layout == "python" else read_image_folder
+    tensors = reader(path, spec)
+    atomic_save({"fingerprint": fingerprint, "version": CACHE_VERSION, "tensors": tensors}, cache)
+    return ImageData(**tensors, num_classes=spec.num_classes)
+
+
+def find_source(spec: Cifar, root: Path) -> tuple[str, Path] | None:
+    for folder in (root / spec.folder, root):
+        if all((folder / f).is_file() for f in spec.train_files + spec.test_files):
+            return "python", folder
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return "folder", root
+    return None
+
+
+def source_fingerprint(layout: str, path: Path, spec: Cifar) -> str:
+    """Names, sizes and modification times of every source file: a changed source is re-read."""
+    if layout == "python":
+        files = [path / f for f in spec.train_files + spec.test_files]
+    else:
+        files = sorted(p for split in ("train", "test") for p in (path / split).glob("*/*"))
+    h = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cache_path(source: Path, name: str) -> Path:
+    # Beside the data when we may write there, else in the user's cache folder.
+    if os.access(source, os.W_OK):
+        return source / f".resnet_repro_{name}.pt"
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet_repro"
+    key = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+    return base / f"{name}_{key}.pt"
+
+
+def read_python_version(path: Path, spec: Cifar) -> dict[str, torch.Tensor]:
+    def read(files):
+        images, labels = [], []
+        for f in files:
+            with open(path / f, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(batch[spec.label_key.encode()])
+        return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+    train_images, train_labels = read(spec.train_files)
+    test_images, test_labels = read(spec.test_files)
+    return dict(train_images=train_images, train_labels=train_labels,
+                test_images=test_images, test_labels=test_labels)
+
+
+def read_image_folder(root: Path, spec: Cifar) -> dict[str, torch.Tensor]:
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    if len(classes) != spec.num_classes:
+        raise UserError(
+            f"{root}/train has {len(classes)} class folders, but this data set has "
+            f"{spec.num_classes}. Check data.root, or choose data=cifar10 / data=cifar100 to match."
+        )
+    tensors = {}
+    for split in ("train", "test"):
+        files, labels = [], []
+        for label, cls in enumerate(classes):
+            found = sorted(p for p in (root / split / cls).glob("*")
+                           if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += found
+            labels += [label] * len(found)
+        if not files:
+            raise UserError(f"{root}/{split} holds no images in folders named {classes[:3]}...")
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            images = list(pool.map(decode_rgb, files))
+        shapes = {im.shape for im in images}
+        if len(shapes) != 1:
+            raise UserError(f"{root}/{split} mixes image sizes {sorted(shapes)[:3]}; "
+                            "CIFAR images are all 32x32.")
+        tensors[f"{split}_images"] = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+        tensors[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
+    return {k: v.contiguous() for k, v in tensors.items()}
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def download_cifar(spec: Cifar, root: Path) -> None:
+    """Fetch the official archive, check its MD5, and unpack it into root."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "archive.tar.gz"
+        try:
+            with urllib.request.urlopen(spec.url, timeout=60) as r, open(archive, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except OSError as e:
+            raise UserError(
+                f"No data at data.root={root}, and downloading {spec.url} failed "
+                f"({getattr(e, 'reason', e)}). If this machine is offline, copy the data set here "
+                "by other means and point data.root at it (make train DATA=/path/to/data)."
+            ) from None
+        md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+        if md5 != spec.md5:
+            raise UserError(f"The archive downloaded from {spec.url} is corrupt (MD5 {md5}, "
+                            f"expected {spec.md5}). Try again.")
+        root.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+
+
+def split_validation(data: ImageData, val_split: int, seed: int = 0) -> ImageData:
+    """Hold out val_split training images ([R1] 4.2 used 45k/5k), the same ones for every run."""
+    if not val_split:
+        return data
+    n = len(data.train_labels)
+    if not 0 < val_split < n:
+        raise UserError(f"data.val_split={val_split} must be between 0 and {n - 1} images.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:val_split], perm[val_split:]
+    return ImageData(data.train_images[train], data.train_labels[train], data.test_images,
+                     data.test_labels, data.num_classes, data.train_images[val],
+                     data.train_labels[val])

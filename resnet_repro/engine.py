@@ -1,0 +1,124 @@
+"""The training loop. It knows nothing of Hydra: it gets objects and plain values."""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batches import TrainBatches
+from .records import RunRecord
+from .schedule import StepSchedule
+
+
+class Interrupted(Exception):
+    """A stop was asked for (Ctrl-C, SIGTERM); the checkpoint of `iteration` has been saved."""
+
+    def __init__(self, iteration: int):
+        super().__init__(iteration)
+        self.iteration = iteration
+
+
+@dataclass
+class Training:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    autocast: object  # a reusable context manager: nullcontext or torch.autocast
+    schedule: StepSchedule
+    batches: TrainBatches
+    eval_sets: dict[str, Callable[[], Iterator]]  # name -> fresh batches of that split
+    record: RunRecord
+    save: Callable[[int], None]  # writes the checkpoint of an iteration
+    stop_requested: Callable[[], bool]
+    log_every: int
+    eval_every: int
+    ckpt_every: int
+
+
+def train(t: Training, start: int) -> dict:
+    """Train from iteration `start` to the end of the schedule; return the last record."""
+    total, last = t.schedule.iterations, {}
+    window = Window()
+    batches = t.batches.iterate(start)
+    t.model.train()
+    for it in range(start + 1, total + 1):  # `it` counts iterations done, as [R1] does
+        lr = t.schedule(it - 1)
+        for group in t.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(batches)
+        loss, logits = train_step(t, x, y)
+        window.add(loss, logits, y)
+        t.record.step(it, lr)
+
+        evaluating = it % t.eval_every == 0 or it == total
+        if evaluating or it % t.log_every == 0:
+            last = {"iteration": it, "epoch": round(it / t.batches.steps_per_epoch, 3), "lr": lr}
+            last |= window.flush()
+            if evaluating:
+                for name, make_batches in t.eval_sets.items():
+                    last |= evaluate(t.model, make_batches(), t.autocast, prefix=name)
+                window.restart_clock()  # images/s counts training only
+            t.record.write(last)
+
+        stopping = t.stop_requested()
+        if stopping or it % t.ckpt_every == 0 or it == total:
+            t.save(it)
+        if stopping:
+            raise Interrupted(it)
+    return last
+
+
+def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
+    with t.autocast:
+        logits = t.model(x)
+        loss = F.cross_entropy(logits, y)
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is None:
+        loss.backward()
+        t.optimizer.step()
+    else:
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    return loss.detach(), logits.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterator, autocast, prefix: str) -> dict:
+    model.eval()
+    loss_sum, wrong, n = 0.0, 0, 0
+    for x, y in batches:
+        with autocast:
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        wrong += (logits.argmax(1) != y).sum()
+        n += len(y)
+    model.train()
+    return {f"{prefix}_loss": float(loss_sum) / n, f"{prefix}_error": 100.0 * float(wrong) / n}
+
+
+class Window:
+    """Training loss and error since the last record, summed on the device: reading them
+    forces a host-device sync, so that happens only when a record is written."""
+
+    def __init__(self):
+        self.loss_sum, self.wrong, self.n = 0.0, 0, 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum = self.loss_sum + loss.float() * len(y)
+        self.wrong = self.wrong + (logits.argmax(1) != y).sum()
+        self.n += len(y)
+
+    def flush(self) -> dict:
+        record = {"train_loss": float(self.loss_sum) / self.n,
+                  "train_error": 100.0 * float(self.wrong) / self.n}
+        record["images_per_sec"] = self.n / (time.perf_counter() - self.start)
+        self.__init__()
+        return record

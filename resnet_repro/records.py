@@ -1,0 +1,100 @@
+"""What a run leaves behind: metrics.jsonl, TensorBoard events, progress on the terminal."""
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+log = logging.getLogger("resnet_repro")
+
+
+class RunRecord:
+    """metrics.jsonl (one JSON object per logged step), TensorBoard, and a progress display.
+
+    On resume, records past the checkpoint's iteration (written before the interruption) are
+    dropped, so the files read as one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: Path, start_iteration: int, iterations: int):
+        self.metrics_path = run_dir / "metrics.jsonl"
+        truncate_after(self.metrics_path, start_iteration)
+        self.metrics = open(self.metrics_path, "a")
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_iteration + 1)
+        self.iterations = iterations
+        self.bar = None
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=iterations, initial=start_iteration, unit="it",
+                            dynamic_ncols=True, smoothing=0.05)
+
+    def step(self, iteration: int, lr: float) -> None:
+        # Every step, so the warm-up and the lr drops can be seen exactly.
+        self.tb.add_scalar("lr", lr, iteration)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def write(self, record: dict) -> None:
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        it = record["iteration"]
+        for key, value in record.items():
+            if key not in ("iteration", "lr"):
+                self.tb.add_scalar(key, value, it)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record.get('train_loss', 0):.3f}", lr=record["lr"])
+            if "test_error" in record:
+                self.bar.write(format_record(record))
+        else:
+            log.info(format_record(record))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.tb.close()
+        self.metrics.close()
+
+
+def format_record(r: dict) -> str:
+    parts = [f"it {r['iteration']}", f"epoch {r['epoch']:.1f}", f"lr {r['lr']:g}"]
+    if "train_loss" in r:
+        parts += [f"loss {r['train_loss']:.3f}", f"train err {r['train_error']:.2f}%",
+                  f"{r['images_per_sec']:.0f} img/s"]
+    for split in ("val", "test"):
+        if f"{split}_error" in r:
+            parts.append(f"{split} err {r[f'{split}_error']:.2f}%")
+    return " | ".join(parts)
+
+
+def truncate_after(path: Path, iteration: int) -> None:
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iteration"] <= iteration:
+                kept.append(line + "\n")
+        except (ValueError, KeyError):  # a line cut short by a crash
+            pass
+    path.write_text("".join(kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def code_version() -> str:
+    """The git commit of this checkout (with -dirty for local changes), else the version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                             cwd=here, capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return version("resnet-repro")

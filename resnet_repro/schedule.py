@@ -1,0 +1,25 @@
+"""The learning rate as a function of the iteration, as [R1] 4.2 counts it."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """lr, divided by 1/gamma at each milestone; warmup_lr for the first warmup_iterations.
+
+    [R1] 4.2: lr 0.1, divided by 10 at 32k and 48k iterations, stop at 64k. For ResNet-110 the
+    lr is 0.01 until training error is below 80% (about 400 iterations), then back to 0.1;
+    [R2] uses that warm-up for all its CIFAR runs.
+    """
+
+    lr: float
+    iterations: int = 64000
+    milestones: tuple[int, ...] = (32000, 48000)
+    gamma: float = 0.1
+    warmup_iterations: int = 0
+    warmup_lr: float = 0.01
+
+    def __call__(self, iteration: int) -> float:
+        if iteration < self.warmup_iterations:
+            return self.warmup_lr
+        return self.lr * self.gamma ** sum(iteration >= m for m in self.milestones)
