@@ -148,7 +148,7 @@ def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
 
 
 def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> None:
-    current = json.loads(json.dumps(current))  # tuples as lists, as they come back from disk
+    saved, current = (json.loads(json.dumps(c)) for c in (saved, current))  # tuples as lists
     if saved == current:
         return
     diffs = [f"{group}.{key}: {saved_v!r} in the checkpoint, {current[group].get(key)!r} now"

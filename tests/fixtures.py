@@ -1,0 +1,60 @@
+"""Tiny data sets in both on-disk layouts, written the way the real ones are."""
+
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck"]
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+
+
+def write_python_version(root: Path, name: str = "cifar10", per_file: int = 4) -> dict:
+    """The official "python version": pickled dicts of N x 3072 uint8 rows and label lists."""
+    folder, label_key, num_classes = {
+        "cifar10": ("cifar-10-batches-py", b"labels", 10),
+        "cifar100": ("cifar-100-python", b"fine_labels", 100),
+    }[name]
+    train_files = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
+    test_files = ["test_batch"] if name == "cifar10" else ["test"]
+    out = {}
+    for split, files in (("train", train_files), ("test", test_files)):
+        xs, ys = [], []
+        for i, f in enumerate(files):
+            x = images(per_file, seed=i + (100 if split == "test" else 0))
+            y = [(j * 7 + i) % num_classes for j in range(per_file)]
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            with open(root / folder / f, "wb") as fh:
+                pickle.dump({b"data": x.reshape(per_file, -1), label_key: y}, fh)
+            xs.append(x)
+            ys += y
+        out[split] = (np.concatenate(xs), ys)
+    return out
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], classes=CLASSES) -> dict:
+    """train/<class>/*.png and test/<class>/*.png (PNG, so pixels survive exactly)."""
+    out = {}
+    for split, n in per_class.items():
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for j, x in enumerate(images(n, seed=label * 100 + len(split))):
+                Image.fromarray(x.transpose(1, 2, 0)).save(root / split / cls / f"{j:04d}.png")
+                xs.append(x)
+                ys.append(label)
+        out[split] = (np.stack(xs), ys)
+    return out
+
+
+def make_archive(src: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        for child in src.iterdir():
+            tar.add(child, arcname=child.name)
+    return archive

@@ -1,0 +1,141 @@
+"""resnet-train as a user runs it: a subprocess, on tiny synthetic data."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import TINY, TINY_MODEL, TRAIN, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_leaves_its_record(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "schedule.iterations=8", "schedule.warmup_iterations=4", "trainer.log_every=2",
+            "trainer.eval_every=4", "data.val_split=64", f"hydra.run.dir={run_dir}"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    records = metrics(run_dir)
+    assert [m["iteration"] for m in records] == [2, 4, 6, 8]
+    assert [m["lr"] for m in records] == [0.01, 0.01, 0.1, 0.1]  # warm-up, then back to 0.1
+    assert {"epoch", "train_loss", "train_error", "images_per_sec"} <= records[0].keys()
+    assert "test_error" not in records[0]
+    assert {"test_error", "test_loss", "val_error"} <= records[1].keys()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["parameters"] == 75290 and summary["depth"] == 8
+    assert summary["test_error"] == records[-1]["test_error"]
+    assert summary["code_version"] and summary["wall_time_s"] > 0
+    assert "depth: 8" in (run_dir / "config.yaml").read_text()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert torch.load(run_dir / "checkpoints" / "last.pt")["iteration"] == 8
+    assert "test err" in r.stdout + r.stderr  # concise log lines when not on a terminal
+
+    again = run_cli(*args)  # the same command again: nothing left to do
+    assert again.returncode == 0 and "already" in again.stdout + again.stderr
+    assert len(metrics(run_dir)) == 4
+
+    changed = run_cli(*args[:-1], "model.depth=14", f"hydra.run.dir={run_dir}")
+    assert changed.returncode == 2 and "different experiment" in changed.stderr
+    assert "model.depth: 8 in the checkpoint, 14 now" in changed.stderr
+    assert torch.load(run_dir / "checkpoints" / "last.pt")["iteration"] == 8
+
+
+RESUME = [*TINY, "data.batch_size=16", "schedule.iterations=150", "trainer.ckpt_every=10",
+          "trainer.log_every=10", "trainer.eval_every=50"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight")
+    r = run_cli(*RESUME, f"hydra.run.dir={run_dir}")
+    assert r.returncode == 0, r.stderr
+    return run_dir
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_resume_after_interruption_is_bit_identical(tmp_path, uninterrupted, sig):
+    run_dir = tmp_path / "run"
+    args = [*RESUME, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([*TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)  # SIGTERM: a clean stop; SIGKILL: a crash at any point
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == (130 if sig == signal.SIGTERM else -signal.SIGKILL), err
+    if sig == signal.SIGTERM:
+        assert "hydra.run.dir=" in err and "resume" in err
+    stopped_at = torch.load(ckpt)["iteration"]
+    assert 0 < stopped_at < 150
+
+    r = run_cli(*args)  # the same command again resumes
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from iteration {stopped_at}" in r.stdout + r.stderr
+    a, b = torch.load(uninterrupted / "checkpoints" / "last.pt"), torch.load(ckpt)
+    assert a["iteration"] == b["iteration"] == 150
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for i, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+    # The record reads as one run: every iteration once, and the same numbers, but for the
+    # training window the interruption cut short.
+    ra, rb = metrics(uninterrupted), metrics(run_dir)
+    assert [m["iteration"] for m in rb] == [m["iteration"] for m in ra]
+    cut = min(m["iteration"] for m in ra if m["iteration"] > stopped_at)
+    for ma, mb in zip(ra, rb, strict=True):
+        if ma["iteration"] != cut:
+            assert ma["train_loss"] == mb["train_loss"] and ma.get("test_error") == mb.get("test_error")
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    r = run_cli(*TINY, f"hydra.run.dir={run_dir}")
+    assert r.returncode == 2 and "cannot be read" in r.stderr and "Traceback" not in r.stderr
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"not a checkpoint"
+
+
+BAD = {
+    "depth": (["model.depth=21"], "6n+2"),
+    "shortcut": (["model.shortcut=D"], "A, B, C, none"),
+    "preset": (["model=resnet21"], "resnet110"),  # Hydra lists the presets
+    "key": (["model.width=3"], "width"),
+    "no-data": (["data=cifar10", "data.download=false", "data.root={empty}"], "No cifar10 data"),
+    "cuda": (["trainer.device=cuda"], "no CUDA GPU"),
+    "batch": (["data.batch_size=0"], "data.batch_size=0 must be a positive whole number"),
+    "lr": (["optim.lr=-0.1"], "optim.lr=-0.1 must be a positive number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_user_mistakes_end_with_a_message_and_nothing_written(tmp_path, case):
+    if case == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    overrides, expected = BAD[case]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    overrides = [o.format(empty=empty) for o in overrides]
+    base = TINY_MODEL if case == "no-data" else TINY
+    r = run_cli(*base, *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert expected in out and "Traceback" not in out
+    assert len(r.stderr) < 1500
+    assert not (tmp_path / "run").exists() and not list(empty.iterdir())
+
+
+def test_multirun_sweep(tmp_path):
+    r = run_cli("-m", *TINY, "model.depth=8,14", "schedule.iterations=2", "trainer.log_every=1",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert [json.loads(s.read_text())["depth"] for s in summaries] == [8, 14]

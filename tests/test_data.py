@@ -1,0 +1,135 @@
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+from fixtures import make_archive, write_image_folder, write_python_version
+
+from resnet_repro import data
+from resnet_repro.errors import UserError
+
+
+def check_same(loaded, written):
+    for split in ("train", "test"):
+        x, y = written[split]
+        assert torch.equal(getattr(loaded, f"{split}_images"), torch.from_numpy(x))
+        assert getattr(loaded, f"{split}_labels").tolist() == list(y)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_reads_official_python_version(tmp_path, name):
+    written = write_python_version(tmp_path, name)
+    loaded = data.load_dataset(name, root=str(tmp_path), download=False)
+    check_same(loaded, written)
+    assert loaded.num_classes == {"cifar10": 10, "cifar100": 100}[name]
+    assert loaded.train_images.dtype == torch.uint8 and loaded.train_images.shape[1:] == (3, 32, 32)
+
+
+def test_reads_python_version_folder_given_directly(tmp_path):
+    written = write_python_version(tmp_path)
+    loaded = data.load_dataset("cifar10", root=str(tmp_path / "cifar-10-batches-py"),
+                               download=False)
+    check_same(loaded, written)
+
+
+def test_reads_image_folder_with_classes_in_alphabetical_order(tmp_path):
+    written = write_image_folder(tmp_path, {"train": 3, "test": 2})
+    loaded = data.load_dataset("cifar10", root=str(tmp_path), download=False)
+    check_same(loaded, written)
+
+
+def test_image_folder_with_wrong_class_count(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    with pytest.raises(UserError, match="10 class folders, but this data set has 100"):
+        data.load_dataset("cifar100", root=str(tmp_path), download=False)
+
+
+def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, monkeypatch):
+    write_python_version(tmp_path)
+    first = data.load_dataset("cifar10", root=str(tmp_path), download=False)
+    cache = tmp_path / "cifar-10-batches-py" / ".resnet_repro_cifar10.pt"
+    assert cache.exists()
+
+    def fail(*_):
+        raise AssertionError("the source was decoded again although the cache is valid")
+
+    monkeypatch.setattr(data, "read_python_version", fail)
+    again = data.load_dataset("cifar10", root=str(tmp_path), download=False)
+    assert torch.equal(again.train_images, first.train_images)
+
+    monkeypatch.undo()
+    written = write_python_version(tmp_path, per_file=5)  # new content, new size and time
+    check_same(data.load_dataset("cifar10", root=str(tmp_path), download=False), written)
+
+
+def test_cache_goes_to_user_cache_when_data_folder_is_read_only(tmp_path, monkeypatch):
+    write_python_version(tmp_path / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data.os, "access", lambda path, mode: False)
+    data.load_dataset("cifar10", root=str(tmp_path / "data"), download=False)
+    assert not list((tmp_path / "data").rglob(".resnet_repro*"))
+    assert len(list((tmp_path / "cache" / "resnet_repro").glob("cifar10_*.pt"))) == 1
+
+
+def test_missing_data_names_path_and_both_layouts(tmp_path):
+    with pytest.raises(UserError) as e:
+        data.load_dataset("cifar10", root=str(tmp_path / "nothing"), download=False)
+    msg = str(e.value)
+    assert str(tmp_path / "nothing") in msg and "cifar-10-batches-py" in msg
+    assert "train/<class>" in msg and "data.root" in msg
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """The official archive's layout, served from a file:// URL (no network in tests)."""
+    written = write_python_version(tmp_path / "src")
+    path = make_archive(tmp_path / "src", tmp_path / "cifar-10-python.tar.gz")
+    return written, path, hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def point_download_at(monkeypatch, url, md5):
+    spec = dataclasses.replace(data.CIFAR["cifar10"], url=url, md5=md5)
+    monkeypatch.setitem(data.CIFAR, "cifar10", spec)
+
+
+def test_download_checks_md5_and_extracts(tmp_path, monkeypatch, archive):
+    written, path, md5 = archive
+    point_download_at(monkeypatch, path.as_uri(), md5)
+    loaded = data.load_dataset("cifar10", root=str(tmp_path / "new"), download=True)
+    check_same(loaded, written)
+    assert (tmp_path / "new" / "cifar-10-batches-py" / "data_batch_1").exists()
+
+
+def test_download_with_wrong_md5_is_refused(tmp_path, monkeypatch, archive):
+    _, path, _ = archive
+    point_download_at(monkeypatch, path.as_uri(), "0" * 32)
+    with pytest.raises(UserError, match="corrupt"):
+        data.load_dataset("cifar10", root=str(tmp_path / "new"), download=True)
+    assert not (tmp_path / "new").exists()
+
+
+def test_failed_download_says_how_to_work_offline(tmp_path, monkeypatch):
+    point_download_at(monkeypatch, (tmp_path / "absent.tar.gz").as_uri(), "0" * 32)
+    with pytest.raises(UserError, match="offline.*data.root"):
+        data.load_dataset("cifar10", root=str(tmp_path / "new"), download=True)
+    assert not (tmp_path / "new").exists()
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    full = data.synthetic(train_size=100, test_size=10)
+    a = data.split_validation(full, 20)
+    b = data.split_validation(full, 20)
+    assert len(a.train_labels) == 80 and len(a.val_labels) == 20
+    assert torch.equal(a.val_images, b.val_images)
+    rows = {bytes(x.numpy()) for x in full.train_images}
+    train_rows = {bytes(x.numpy()) for x in a.train_images}
+    val_rows = {bytes(x.numpy()) for x in a.val_images}
+    assert not train_rows & val_rows and train_rows | val_rows == rows
+    with pytest.raises(UserError, match="val_split"):
+        data.split_validation(full, 100)
+
+
+def test_synthetic_shapes():
+    d = data.load_dataset("synthetic", num_classes=7, train_size=12, test_size=5, val_split=2)
+    assert d.train_images.shape == (10, 3, 32, 32) and d.val_images.shape == (2, 3, 32, 32)
+    assert int(d.train_labels.max()) < 7 and d.num_classes == 7
