@@ -39,8 +39,16 @@ class Normalize:
 
 
 class TrainBatches:
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
-                 normalize: Normalize, device: torch.device, augment: bool = True):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        normalize: Normalize,
+        device: torch.device,
+        augment: bool = True,
+    ):
         self.n, _, self.h, self.w = images.shape
         self.pad = PAD if augment else 0
         # Zero padding of the raw image, as torchvision's RandomCrop(32, padding=4) does.
@@ -69,20 +77,39 @@ class TrainBatches:
             for s in range(step * self.batch_size, self.n, self.batch_size):
                 idx = plan["order"][s : s + self.batch_size]
                 if self.augment:
-                    dy, dx = plan["dy"][s : s + self.batch_size], plan["dx"][s : s + self.batch_size]
-                    flip = plan["flip"][s : s + self.batch_size, None]
+                    end = s + self.batch_size
+                    dy, dx, flip = plan["dy"][s:end], plan["dx"][s:end], plan["flip"][s:end, None]
                     r = dy[:, None] + rows
                     c = dx[:, None] + torch.where(flip, cols.flip(0), cols)
-                    x = self.images[idx[:, None, None, None], torch.arange(3, device=self.device)
-                                    [None, :, None, None], r[:, None, :, None], c[:, None, None, :]]
+                    x = self.images[
+                        idx[:, None, None, None],
+                        torch.arange(3, device=self.device)[None, :, None, None],
+                        r[:, None, :, None],
+                        c[:, None, None, :],
+                    ]
                 else:
                     x = self.images[idx]
                 yield self.normalize(x), self.labels[idx]
             epoch, step = epoch + 1, 0
 
 
-def eval_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 normalize: Normalize, device: torch.device):
-    """The plain images ([R1]: test on the original 32x32 image), in order."""
-    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
-        yield normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+class EvalBatches:
+    """A test or validation split on the device, in order, as plain images ([R1] tests on the
+    original 32x32 image). Iterate over it once per evaluation."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        normalize: Normalize,
+        device: torch.device,
+    ):
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.batch_size, self.normalize = batch_size, normalize
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in zip(
+            self.images.split(self.batch_size), self.labels.split(self.batch_size), strict=True
+        ):
+            yield self.normalize(x), y

@@ -12,8 +12,9 @@ from .errors import UserError
 from .files import atomic_save
 
 
-def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, config: dict,
-                    wall_time: float) -> None:
+def save_checkpoint(
+    path: Path, model, optimizer, scaler, iteration: int, config: dict, wall_time: float
+) -> None:
     atomic_save(
         {
             "model": model.state_dict(),

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, runtime
-from .batches import Normalize, TrainBatches, channel_stats, eval_batches
+from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from .data import class_count, load_dataset
 from .engine import Interrupted, Training, evaluate, train
 from .errors import UserError
@@ -37,9 +37,12 @@ def main(cfg: DictConfig) -> None:
         print(f"resnet-train: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
-        print(f"resnet-train: stopped after iteration {e.iteration}; checkpoint saved in "
-              f"{run_dir}/checkpoints/last.pt. To resume, run the same command with "
-              f"hydra.run.dir={run_dir}", file=sys.stderr)
+        print(
+            f"resnet-train: stopped after iteration {e.iteration}; checkpoint saved in "
+            f"{run_dir}/checkpoints/last.pt. To resume, run the same command with "
+            f"hydra.run.dir={run_dir}",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 
@@ -63,8 +66,10 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     if ckpt is not None:
         check_same_experiment(ckpt.get("config"), identity, run_dir)
         if ckpt["iteration"] >= schedule.iterations and (run_dir / "summary.json").exists():
-            log.info(f"{run_dir} finished all {schedule.iterations} iterations already; "
-                     f"see {run_dir}/summary.json")
+            log.info(
+                f"{run_dir} finished all {schedule.iterations} iterations already; "
+                f"see {run_dir}/summary.json"
+            )
             return
 
     model.to(device)
@@ -72,36 +77,61 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     scaler = runtime.grad_scaler(device, tr.precision)
     start = checkpoint.restore(ckpt, model, optimizer, scaler) if ckpt else 0
     normalize = Normalize(*channel_stats(data.train_images), device)
-    batches = TrainBatches(data.train_images, data.train_labels, batch_size, tr.seed, normalize,
-                           device, augment)
-    splits = {"val": (data.val_images, data.val_labels), "test": (data.test_images, data.test_labels)}
+    batches = TrainBatches(
+        data.train_images, data.train_labels, batch_size, tr.seed, normalize, device, augment
+    )
     eval_sets = {
-        name: (lambda x=x.to(device), y=y.to(device): eval_batches(x, y, tr.eval_batch_size,
-                                                                   normalize, device))
-        for name, (x, y) in splits.items() if x is not None
+        "test": EvalBatches(
+            data.test_images, data.test_labels, tr.eval_batch_size, normalize, device
+        )
     }
+    if data.val_images is not None:
+        eval_sets = {
+            "val": EvalBatches(
+                data.val_images, data.val_labels, tr.eval_batch_size, normalize, device
+            ),
+            **eval_sets,
+        }
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    log.info(f"{describe(cfg, model)} on {device}; run directory {run_dir}"
-             + (f"; resuming from iteration {start}" if start else ""))
+    log.info(
+        f"{describe(cfg, model)} on {device}; run directory {run_dir}"
+        + (f"; resuming from iteration {start}" if start else "")
+    )
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
     record, stop = RunRecord(run_dir, start, schedule.iterations), runtime.StopFlag()
 
     def save(iteration: int) -> None:
-        checkpoint.save_checkpoint(ckpt_path, model, optimizer, scaler, iteration, identity,
-                                   wall_before + time.time() - t0)
+        checkpoint.save_checkpoint(
+            ckpt_path, model, optimizer, scaler, iteration, identity, wall_before + time.time() - t0
+        )
 
     try:
-        last = train(Training(model, optimizer, scaler, autocast, schedule, batches, eval_sets,
-                              record, save, stop, tr.log_every, tr.eval_every, tr.ckpt_every),
-                     start)
+        last = train(
+            Training(
+                model,
+                optimizer,
+                scaler,
+                autocast,
+                schedule,
+                batches,
+                eval_sets,
+                record,
+                save,
+                stop,
+                tr.log_every,
+                tr.eval_every,
+                tr.ckpt_every,
+            ),
+            start,
+        )
     finally:
         stop.restore()
         record.close()
     if "test_error" not in last:  # finished before, but the summary was not written
-        for name, make_batches in eval_sets.items():
-            last |= evaluate(model, make_batches(), autocast, prefix=name)
+        for name, split in eval_sets.items():
+            last |= evaluate(model, split, autocast, prefix=name)
     write_summary(cfg, run_dir, model, last, wall_before + time.time() - t0, device)
 
 
@@ -127,33 +157,50 @@ def check_settings(cfg: DictConfig, batch_size) -> None:
     }
     for key, value in positive.items():
         whole = key != "optim.lr"
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 \
-                or (whole and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value <= 0
+            or (whole and not isinstance(value, int))
+        ):
             kind = "a positive whole number" if whole else "a positive number"
-            raise UserError(f"{key}={value!r} must be {kind}. [R1]'s CIFAR recipe uses batch "
-                            "128, lr 0.1 and 64000 iterations.")
+            raise UserError(
+                f"{key}={value!r} must be {kind}. [R1]'s CIFAR recipe uses batch "
+                "128, lr 0.1 and 64000 iterations."
+            )
     warmup = cfg.schedule.warmup_iterations
     if warmup != "auto" and (not isinstance(warmup, int) or warmup < 0):
-        raise UserError(f"schedule.warmup_iterations={warmup!r} must be auto or a whole "
-                        "number >= 0 (the papers use 400 for deep nets).")
+        raise UserError(
+            f"schedule.warmup_iterations={warmup!r} must be auto or a whole "
+            "number >= 0 (the papers use 400 for deep nets)."
+        )
 
 
 def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
     """What must not change between a run and its resumption (data.root may move)."""
-    data = {k: v for k, v in OmegaConf.to_container(cfg.data).items()
-            if k not in ("root", "download")}
-    return {"model": OmegaConf.to_container(cfg.model), "data": data,
-            "optim": OmegaConf.to_container(cfg.optim), "schedule": vars(schedule),
-            "seed": cfg.trainer.seed}
+    data = {
+        k: v for k, v in OmegaConf.to_container(cfg.data).items() if k not in ("root", "download")
+    }
+    return {
+        "model": OmegaConf.to_container(cfg.model),
+        "data": data,
+        "optim": OmegaConf.to_container(cfg.optim),
+        "schedule": vars(schedule),
+        "seed": cfg.trainer.seed,
+    }
 
 
 def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> None:
     saved, current = (json.loads(json.dumps(c)) for c in (saved, current))  # tuples as lists
     if saved == current:
         return
-    diffs = [f"{group}.{key}: {saved_v!r} in the checkpoint, {current[group].get(key)!r} now"
-             for group, values in (saved or {}).items() if isinstance(values, dict)
-             for key, saved_v in values.items() if current.get(group, {}).get(key) != saved_v]
+    diffs = [
+        f"{group}.{key}: {saved_v!r} in the checkpoint, {current[group].get(key)!r} now"
+        for group, values in (saved or {}).items()
+        if isinstance(values, dict)
+        for key, saved_v in values.items()
+        if current.get(group, {}).get(key) != saved_v
+    ]
     if saved and saved.get("seed") != current["seed"]:
         diffs.append(f"trainer.seed: {saved.get('seed')} in the checkpoint, {current['seed']} now")
     raise UserError(
@@ -165,13 +212,18 @@ def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> N
 
 def describe(cfg: DictConfig, model: torch.nn.Module) -> str:
     choice = HydraConfig.get().runtime.choices.get("model", "model")
-    return (f"{choice} (depth {cfg.model.depth}, shortcut {cfg.model.shortcut}, "
-            f"{count_parameters(model) / 1e6:.3f}M parameters) on {cfg.data.name}")
+    return (
+        f"{choice} (depth {cfg.model.depth}, shortcut {cfg.model.shortcut}, "
+        f"{count_parameters(model) / 1e6:.3f}M parameters) on {cfg.data.name}"
+    )
 
 
 def write_summary(cfg, run_dir: Path, model, last: dict, wall_time: float, device) -> None:
-    speeds = sorted(r["images_per_sec"] for r in read_metrics(run_dir / "metrics.jsonl")
-                    if "images_per_sec" in r)
+    speeds = sorted(
+        r["images_per_sec"]
+        for r in read_metrics(run_dir / "metrics.jsonl")
+        if "images_per_sec" in r
+    )
     summary = {
         "model": HydraConfig.get().runtime.choices.get("model"),
         **OmegaConf.to_container(cfg.model),
@@ -185,8 +237,11 @@ def write_summary(cfg, run_dir: Path, model, last: dict, wall_time: float, devic
         "command": sys.argv,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    errors = ", ".join(f"{s} error {last[s + '_error']:.2f}%" for s in ("train", "val", "test")
-                       if s + "_error" in last)
+    errors = ", ".join(
+        f"{s} error {last[s + '_error']:.2f}%"
+        for s in ("train", "val", "test")
+        if s + "_error" in last
+    )
     log.info(f"done: {errors}; {wall_time / 60:.1f} min; summary in {run_dir}/summary.json")
 
 

@@ -87,8 +87,13 @@ def class_count(name: str, num_classes: int | None = None, **_) -> int:
     raise UserError(f"data.name={name!r} is unknown; use data=cifar10, cifar100 or synthetic.")
 
 
-def synthetic(num_classes: int = 10, train_size: int = 50000, test_size: int = 10000,
-              image_size: int = 32, seed: int = 0) -> ImageData:
+def synthetic(
+    num_classes: int = 10,
+    train_size: int = 50000,
+    test_size: int = 10000,
+    image_size: int = 32,
+    seed: int = 0,
+) -> ImageData:
     """Random images and labels of CIFAR's shapes, for tests and speed measurements."""
     g = torch.Generator().manual_seed(seed)
 
@@ -98,8 +103,9 @@ def synthetic(num_classes: int = 10, train_size: int = 50000, test_size: int = 1
     def labels(n):
         return torch.randint(0, num_classes, (n,), generator=g)
 
-    return ImageData(images(train_size), labels(train_size), images(test_size), labels(test_size),
-                     num_classes)
+    return ImageData(
+        images(train_size), labels(train_size), images(test_size), labels(test_size), num_classes
+    )
 
 
 def load_cifar(name: str, root: str, download: bool = True) -> ImageData:
@@ -171,8 +177,12 @@ def read_python_version(path: Path, spec: Cifar) -> dict[str, torch.Tensor]:
 
     train_images, train_labels = read(spec.train_files)
     test_images, test_labels = read(spec.test_files)
-    return dict(train_images=train_images, train_labels=train_labels,
-                test_images=test_images, test_labels=test_labels)
+    return dict(
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
 
 
 def read_image_folder(root: Path, spec: Cifar) -> dict[str, torch.Tensor]:
@@ -186,8 +196,9 @@ def read_image_folder(root: Path, spec: Cifar) -> dict[str, torch.Tensor]:
     for split in ("train", "test"):
         files, labels = [], []
         for label, cls in enumerate(classes):
-            found = sorted(p for p in (root / split / cls).glob("*")
-                           if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                p for p in (root / split / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+            )
             files += found
             labels += [label] * len(found)
         if not files:
@@ -196,8 +207,10 @@ def read_image_folder(root: Path, spec: Cifar) -> dict[str, torch.Tensor]:
             images = list(pool.map(decode_rgb, files))
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
-            raise UserError(f"{root}/{split} mixes image sizes {sorted(shapes)[:3]}; "
-                            "CIFAR images are all 32x32.")
+            raise UserError(
+                f"{root}/{split} mixes image sizes {sorted(shapes)[:3]}; "
+                "CIFAR images are all 32x32."
+            )
         tensors[f"{split}_images"] = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
         tensors[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
     return {k: v.contiguous() for k, v in tensors.items()}
@@ -223,8 +236,10 @@ def download_cifar(spec: Cifar, root: Path) -> None:
             ) from None
         md5 = hashlib.md5(archive.read_bytes()).hexdigest()
         if md5 != spec.md5:
-            raise UserError(f"The archive downloaded from {spec.url} is corrupt (MD5 {md5}, "
-                            f"expected {spec.md5}). Try again.")
+            raise UserError(
+                f"The archive downloaded from {spec.url} is corrupt (MD5 {md5}, "
+                f"expected {spec.md5}). Try again."
+            )
         root.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             tar.extractall(root, filter="data")
@@ -239,6 +254,12 @@ def split_validation(data: ImageData, val_split: int, seed: int = 0) -> ImageDat
         raise UserError(f"data.val_split={val_split} must be between 0 and {n - 1} images.")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:val_split], perm[val_split:]
-    return ImageData(data.train_images[train], data.train_labels[train], data.test_images,
-                     data.test_labels, data.num_classes, data.train_images[val],
-                     data.train_labels[val])
+    return ImageData(
+        data.train_images[train],
+        data.train_labels[train],
+        data.test_images,
+        data.test_labels,
+        data.num_classes,
+        data.train_images[val],
+        data.train_labels[val],
+    )

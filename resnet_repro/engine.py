@@ -1,7 +1,7 @@
 """The training loop. It knows nothing of Hydra: it gets objects and plain values."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +29,7 @@ class Training:
     autocast: object  # a reusable context manager: nullcontext or torch.autocast
     schedule: StepSchedule
     batches: TrainBatches
-    eval_sets: dict[str, Callable[[], Iterator]]  # name -> fresh batches of that split
+    eval_sets: dict[str, Iterable]  # "val"/"test" -> its batches, in order
     record: RunRecord
     save: Callable[[int], None]  # writes the checkpoint of an iteration
     stop_requested: Callable[[], bool]
@@ -42,13 +42,13 @@ def train(t: Training, start: int) -> dict:
     """Train from iteration `start` to the end of the schedule; return the last record."""
     total, last = t.schedule.iterations, {}
     window = Window()
-    batches = t.batches.iterate(start)
+    stream = t.batches.iterate(start)
     t.model.train()
     for it in range(start + 1, total + 1):  # `it` counts iterations done, as [R1] does
         lr = t.schedule(it - 1)
         for group in t.optimizer.param_groups:
             group["lr"] = lr
-        x, y = next(batches)
+        x, y = next(stream)
         loss, logits = train_step(t, x, y)
         window.add(loss, logits, y)
         t.record.step(it, lr)
@@ -58,8 +58,8 @@ def train(t: Training, start: int) -> dict:
             last = {"iteration": it, "epoch": round(it / t.batches.steps_per_epoch, 3), "lr": lr}
             last |= window.flush()
             if evaluating:
-                for name, make_batches in t.eval_sets.items():
-                    last |= evaluate(t.model, make_batches(), t.autocast, prefix=name)
+                for name, split in t.eval_sets.items():
+                    last |= evaluate(t.model, split, t.autocast, prefix=name)
                 window.restart_clock()  # images/s counts training only
             t.record.write(last)
 
@@ -87,7 +87,7 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterator, autocast, prefix: str) -> dict:
+def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str) -> dict:
     model.eval()
     loss_sum, wrong, n = 0.0, 0, 0
     for x, y in batches:
@@ -117,8 +117,10 @@ class Window:
         self.n += len(y)
 
     def flush(self) -> dict:
-        record = {"train_loss": float(self.loss_sum) / self.n,
-                  "train_error": 100.0 * float(self.wrong) / self.n}
+        record = {
+            "train_loss": float(self.loss_sum) / self.n,
+            "train_error": 100.0 * float(self.wrong) / self.n,
+        }
         record["images_per_sec"] = self.n / (time.perf_counter() - self.start)
         self.__init__()
         return record

@@ -27,8 +27,13 @@ class RunRecord:
         self.iterations = iterations
         self.bar = None
         if sys.stderr.isatty():
-            self.bar = tqdm(total=iterations, initial=start_iteration, unit="it",
-                            dynamic_ncols=True, smoothing=0.05)
+            self.bar = tqdm(
+                total=iterations,
+                initial=start_iteration,
+                unit="it",
+                dynamic_ncols=True,
+                smoothing=0.05,
+            )
 
     def step(self, iteration: int, lr: float) -> None:
         # Every step, so the warm-up and the lr drops can be seen exactly.
@@ -60,8 +65,11 @@ class RunRecord:
 def format_record(r: dict) -> str:
     parts = [f"it {r['iteration']}", f"epoch {r['epoch']:.1f}", f"lr {r['lr']:g}"]
     if "train_loss" in r:
-        parts += [f"loss {r['train_loss']:.3f}", f"train err {r['train_error']:.2f}%",
-                  f"{r['images_per_sec']:.0f} img/s"]
+        parts += [
+            f"loss {r['train_loss']:.3f}",
+            f"train err {r['train_error']:.2f}%",
+            f"{r['images_per_sec']:.0f} img/s",
+        ]
     for split in ("val", "test"):
         if f"{split}_error" in r:
             parts.append(f"{split} err {r[f'{split}_error']:.2f}%")
@@ -89,8 +97,13 @@ def code_version() -> str:
     """The git commit of this checkout (with -dirty for local changes), else the version."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
-                             cwd=here, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except OSError:

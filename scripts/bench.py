@@ -48,10 +48,19 @@ def end_to_end(model: str, batch_size: int, warmup: int, steps: int, device: str
     """resnet-train on synthetic data; windows of `warmup` iterations, the first one dropped."""
     run_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     windows = -(-steps // warmup)
-    cmd = [shutil.which("resnet-train") or "resnet-train", f"model={model}", "data=synthetic",
-           "data.test_size=500", f"data.batch_size={batch_size}", f"trainer.device={device}",
-           f"schedule.iterations={warmup * (windows + 1)}", f"trainer.log_every={warmup}",
-           "trainer.eval_every=1000000", "trainer.ckpt_every=1000000", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        shutil.which("resnet-train") or "resnet-train",
+        f"model={model}",
+        "data=synthetic",
+        "data.test_size=500",
+        f"data.batch_size={batch_size}",
+        f"trainer.device={device}",
+        f"schedule.iterations={warmup * (windows + 1)}",
+        f"trainer.log_every={warmup}",
+        "trainer.eval_every=1000000",
+        "trainer.ckpt_every=1000000",
+        f"hydra.run.dir={run_dir}",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(run_dir)
@@ -74,14 +83,17 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
-    print(f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{args.steps} timed iterations, best of {args.repeats}")
-    print(f"| model | (a) bare step img/s | (b) resnet-train img/s | b/a |\n|---|---|---|---|")
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.steps} timed iterations, best of {args.repeats}"
+    )
+    print("| model | (a) bare step img/s | (b) resnet-train img/s | b/a |\n|---|---|---|---|")
     for name in args.models:
         a = b = 0.0
         for _ in range(args.repeats):
-            a = max(a, bare_step(DEPTHS[name], args.batch_size, args.warmup, args.steps,
-                                 args.device))
+            a = max(
+                a, bare_step(DEPTHS[name], args.batch_size, args.warmup, args.steps, args.device)
+            )
             b = max(b, end_to_end(name, args.batch_size, args.warmup, args.steps, args.device))
         print(f"| {name} | {a:.0f} | {b:.0f} | {b / a:.1%} |", flush=True)
 

@@ -13,14 +13,26 @@ TRAIN = [str(Path(sys.executable).with_name("resnet-train"))]
 
 # A tiny but complete run: ResNet-8 on a few synthetic images, a handful of iterations.
 TINY_MODEL = ["model=resnet", "model.depth=8", "trainer.threads=1"]
-TINY = ["data=synthetic", "data.train_size=256", "data.test_size=128", "data.batch_size=32",
-        *TINY_MODEL]
+TINY = [
+    "data=synthetic",
+    "data.train_size=256",
+    "data.test_size=128",
+    "data.batch_size=32",
+    *TINY_MODEL,
+]
 
 
 def run_cli(*overrides, cwd=None, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([*TRAIN, *overrides], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=900, **kwargs)
+    return subprocess.run(
+        [*TRAIN, *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="session")

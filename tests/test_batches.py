@@ -3,7 +3,7 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.batches import Normalize, TrainBatches, channel_stats, eval_batches
+from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
 
 CPU = torch.device("cpu")
 IDENTITY = Normalize(torch.zeros(3), torch.ones(3), CPU)
@@ -67,8 +67,9 @@ def test_channel_stats_and_normalize():
     mean, std = channel_stats(images)
     x = images.double()
     assert torch.allclose(mean.double(), x.mean(dim=(0, 2, 3)), atol=1e-3)
-    assert torch.allclose(std.double(), x.permute(1, 0, 2, 3).flatten(1).std(1, correction=0),
-                          atol=1e-3)
+    assert torch.allclose(
+        std.double(), x.permute(1, 0, 2, 3).flatten(1).std(1, correction=0), atol=1e-3
+    )
     normalized = Normalize(mean, std, CPU)(images)
     assert normalized.mean(dim=(0, 2, 3)).abs().max() < 1e-4
     assert (normalized.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
@@ -76,6 +77,8 @@ def test_channel_stats_and_normalize():
 
 def test_eval_batches_are_plain_and_in_order():
     images, labels = dataset()
-    out = list(eval_batches(images, labels, 16, IDENTITY, CPU))
-    assert [len(y) for _, y in out] == [16, 16, 8]
-    assert torch.equal(torch.cat([x for x, _ in out]), images.float())
+    split = EvalBatches(images, labels, 16, IDENTITY, CPU)
+    for _ in range(2):  # the same batches at every evaluation
+        out = list(split)
+        assert [len(y) for _, y in out] == [16, 16, 8]
+        assert torch.equal(torch.cat([x for x, _ in out]), images.float())

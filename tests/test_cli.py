@@ -18,8 +18,15 @@ def metrics(run_dir):
 
 def test_a_run_leaves_its_record(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TINY, "schedule.iterations=8", "schedule.warmup_iterations=4", "trainer.log_every=2",
-            "trainer.eval_every=4", "data.val_split=64", f"hydra.run.dir={run_dir}"]
+    args = [
+        *TINY,
+        "schedule.iterations=8",
+        "schedule.warmup_iterations=4",
+        "trainer.log_every=2",
+        "trainer.eval_every=4",
+        "data.val_split=64",
+        f"hydra.run.dir={run_dir}",
+    ]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     records = metrics(run_dir)
@@ -47,8 +54,14 @@ def test_a_run_leaves_its_record(tmp_path):
     assert torch.load(run_dir / "checkpoints" / "last.pt")["iteration"] == 8
 
 
-RESUME = [*TINY, "data.batch_size=16", "schedule.iterations=150", "trainer.ckpt_every=10",
-          "trainer.log_every=10", "trainer.eval_every=50"]
+RESUME = [
+    *TINY,
+    "data.batch_size=16",
+    "schedule.iterations=150",
+    "trainer.ckpt_every=10",
+    "trainer.log_every=10",
+    "trainer.eval_every=50",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +76,9 @@ def uninterrupted(tmp_path_factory):
 def test_resume_after_interruption_is_bit_identical(tmp_path, uninterrupted, sig):
     run_dir = tmp_path / "run"
     args = [*RESUME, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([*TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [*TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     ckpt = run_dir / "checkpoints" / "last.pt"
     while not ckpt.exists() and proc.poll() is None:
         time.sleep(0.05)
@@ -92,7 +106,8 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, uninterrupted, sig
     cut = min(m["iteration"] for m in ra if m["iteration"] > stopped_at)
     for ma, mb in zip(ra, rb, strict=True):
         if ma["iteration"] != cut:
-            assert ma["train_loss"] == mb["train_loss"] and ma.get("test_error") == mb.get("test_error")
+            assert ma["train_loss"] == mb["train_loss"]
+            assert ma.get("test_error") == mb.get("test_error")
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
@@ -134,8 +149,14 @@ def test_user_mistakes_end_with_a_message_and_nothing_written(tmp_path, case):
 
 
 def test_multirun_sweep(tmp_path):
-    r = run_cli("-m", *TINY, "model.depth=8,14", "schedule.iterations=2", "trainer.log_every=1",
-                f"hydra.sweep.dir={tmp_path}")
+    r = run_cli(
+        "-m",
+        *TINY,
+        "model.depth=8,14",
+        "schedule.iterations=2",
+        "trainer.log_every=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert r.returncode == 0, r.stderr
     summaries = sorted(tmp_path.glob("*/summary.json"))
     assert [json.loads(s.read_text())["depth"] for s in summaries] == [8, 14]

@@ -18,8 +18,10 @@ def load(*overrides):
 
 
 def test_presets_are_the_papers_nets():
-    assert PRESETS == sorted([f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
-                             + [f"plain{d}" for d in (20, 32, 44, 56, 110)])
+    assert PRESETS == sorted(
+        [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
+        + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
+    )
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -49,8 +51,10 @@ def test_default_is_the_paper_recipe():
     assert list(cfg.schedule.milestones) == [32000, 48000]
 
 
-@pytest.mark.parametrize(("preset", "warmup"), [("resnet56", 0), ("resnet110", 400),
-                                                ("plain110", 400), ("resnet1202", 400)])
+@pytest.mark.parametrize(
+    ("preset", "warmup"),
+    [("resnet56", 0), ("resnet110", 400), ("plain110", 400), ("resnet1202", 400)],
+)
 def test_warmup_auto_follows_depth(preset, warmup):
     assert schedule_args(load(f"model={preset}"))["warmup_iterations"] == warmup
 

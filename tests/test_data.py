@@ -27,8 +27,9 @@ def test_reads_official_python_version(tmp_path, name):
 
 def test_reads_python_version_folder_given_directly(tmp_path):
     written = write_python_version(tmp_path)
-    loaded = data.load_dataset("cifar10", root=str(tmp_path / "cifar-10-batches-py"),
-                               download=False)
+    loaded = data.load_dataset(
+        "cifar10", root=str(tmp_path / "cifar-10-batches-py"), download=False
+    )
     check_same(loaded, written)
 
 

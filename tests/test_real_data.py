@@ -14,17 +14,25 @@ ITERATIONS = 300
 
 def test_resnet20_learns_real_cifar10(cifar10_jpeg, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    r = run_cli("model=resnet20", f"data.root={cifar10_jpeg}", "data.download=false",
-                f"schedule.iterations={ITERATIONS}", "trainer.log_every=50",
-                "trainer.eval_every=100000", f"hydra.run.dir={run_dir}")
+    r = run_cli(
+        "model=resnet20",
+        f"data.root={cifar10_jpeg}",
+        "data.download=false",
+        f"schedule.iterations={ITERATIONS}",
+        "trainer.log_every=50",
+        "trainer.eval_every=100000",
+        f"hydra.run.dir={run_dir}",
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     with capsys.disabled():
-        print(f"\nResNet-20, {ITERATIONS} iterations of batch 128 on real CIFAR-10 (JPEG copy): "
-              f"test error {summary['test_error']:.2f}% (accuracy "
-              f"{100 - summary['test_error']:.2f}%), {summary['wall_time_s']:.0f} s of training, "
-              f"{summary['images_per_sec_median']:.0f} img/s")
+        print(
+            f"\nResNet-20, {ITERATIONS} iterations of batch 128 on real CIFAR-10 (JPEG copy): "
+            f"test error {summary['test_error']:.2f}% (accuracy "
+            f"{100 - summary['test_error']:.2f}%), {summary['wall_time_s']:.0f} s of training, "
+            f"{summary['images_per_sec_median']:.0f} img/s"
+        )
     # Chance is 90% error; under a single epoch ResNet-20 is already far better than that.
     assert summary["test_error"] < 70
     assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.3
