@@ -16,7 +16,7 @@ from . import checkpoint, runtime
 from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from .data import class_count, load_dataset
 from .engine import Interrupted, Training, evaluate, train
-from .errors import UserError
+from .errors import UserError, check_keys
 from .models import build_model, count_parameters
 from .records import RunRecord, code_version, read_metrics
 from .schedule import StepSchedule
@@ -51,13 +51,19 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     tr = cfg.trainer
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     batch_size, augment = data_args.pop("batch_size"), data_args.pop("augment")
-    schedule = StepSchedule(lr=cfg.optim.lr, **schedule_args(cfg))
     check_settings(cfg, batch_size)
     device = runtime.select_device(tr.device)
     runtime.configure(device, tr.threads)
     autocast = runtime.autocast(device, tr.precision)
     torch.manual_seed(tr.seed)
-    model = build_model(**cfg.model, num_classes=class_count(**data_args))
+    model_args = OmegaConf.to_container(cfg.model, resolve=True)
+    check_keys(build_model, "model", model_args)
+    model = build_model(**model_args, num_classes=class_count(**data_args))
+    schedule_kwargs = schedule_args(cfg)
+    check_keys(StepSchedule, "schedule", schedule_kwargs)
+    schedule = StepSchedule(lr=cfg.optim.lr, **schedule_kwargs)
+    optim_args = OmegaConf.to_container(cfg.optim, resolve=True)
+    check_keys(torch.optim.SGD, "optim", optim_args)
     data = load_dataset(**data_args)
 
     identity = experiment_identity(cfg, schedule)
@@ -73,25 +79,14 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             return
 
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), **cfg.optim)
+    optimizer = torch.optim.SGD(model.parameters(), **optim_args)
     scaler = runtime.grad_scaler(device, tr.precision)
     start = checkpoint.restore(ckpt, model, optimizer, scaler) if ckpt else 0
     normalize = Normalize(*channel_stats(data.train_images), device)
     batches = TrainBatches(
         data.train_images, data.train_labels, batch_size, tr.seed, normalize, device, augment
     )
-    eval_sets = {
-        "test": EvalBatches(
-            data.test_images, data.test_labels, tr.eval_batch_size, normalize, device
-        )
-    }
-    if data.val_images is not None:
-        eval_sets = {
-            "val": EvalBatches(
-                data.val_images, data.val_labels, tr.eval_batch_size, normalize, device
-            ),
-            **eval_sets,
-        }
+    eval_sets = evaluation_splits(data, tr.eval_batch_size, normalize, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -100,13 +95,13 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
         + (f"; resuming from iteration {start}" if start else "")
     )
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
-    record, stop = RunRecord(run_dir, start, schedule.iterations), runtime.StopFlag()
 
     def save(iteration: int) -> None:
         checkpoint.save_checkpoint(
             ckpt_path, model, optimizer, scaler, iteration, identity, wall_before + time.time() - t0
         )
 
+    record, stop = RunRecord(run_dir, start, schedule.iterations), runtime.StopFlag()
     try:
         last = train(
             Training(
@@ -129,10 +124,22 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     finally:
         stop.restore()
         record.close()
-    if "test_error" not in last:  # finished before, but the summary was not written
+    if "test_error" not in last:  # it had finished, but the summary was not written
         for name, split in eval_sets.items():
             last |= evaluate(model, split, autocast, prefix=name)
     write_summary(cfg, run_dir, model, last, wall_before + time.time() - t0, device)
+
+
+def evaluation_splits(data, batch_size: int, normalize, device) -> dict[str, EvalBatches]:
+    splits = {
+        "val": (data.val_images, data.val_labels),
+        "test": (data.test_images, data.test_labels),
+    }
+    return {
+        name: EvalBatches(x, y, batch_size, normalize, device)
+        for name, (x, y) in splits.items()
+        if x is not None
+    }
 
 
 def schedule_args(cfg: DictConfig) -> dict:

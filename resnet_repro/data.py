@@ -14,13 +14,14 @@ import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .errors import UserError
+from .errors import UserError, check_keys
 from .files import atomic_save
 
 
@@ -74,8 +75,9 @@ class ImageData:
 
 def load_dataset(name: str, val_split: int = 0, **kwargs) -> ImageData:
     class_count(name, **kwargs)  # rejects an unknown name
-    data = synthetic(**kwargs) if name == "synthetic" else load_cifar(name, **kwargs)
-    return split_validation(data, val_split)
+    reader = synthetic if name == "synthetic" else partial(load_cifar, name)
+    check_keys(reader, "data", kwargs)
+    return split_validation(reader(**kwargs), val_split)
 
 
 def class_count(name: str, num_classes: int | None = None, **_) -> int:

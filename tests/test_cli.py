@@ -121,6 +121,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 BAD = {
     "depth": (["model.depth=21"], "6n+2"),
+    "depth-text": (["model.depth=abc"], "6n+2"),
     "shortcut": (["model.shortcut=D"], "A, B, C, none"),
     "preset": (["model=resnet21"], "resnet110"),  # Hydra lists the presets
     "key": (["model.width=3"], "width"),
@@ -128,6 +129,8 @@ BAD = {
     "cuda": (["trainer.device=cuda"], "no CUDA GPU"),
     "batch": (["data.batch_size=0"], "data.batch_size=0 must be a positive whole number"),
     "lr": (["optim.lr=-0.1"], "optim.lr=-0.1 must be a positive number"),
+    "warmup": (["schedule.warmup_iterations=-1"], "must be auto or a whole number"),
+    "added-key": (["+optim.betas=1"], "optim has no setting betas; its settings are lr"),
 }
 
 
