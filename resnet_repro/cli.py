@@ -147,7 +147,8 @@ def schedule_args(cfg: DictConfig) -> dict:
     if args["warmup_iterations"] == "auto":
         # [R1] 4.2 warms up ResNet-110 (lr 0.01 until train error < 80%, ~400 iterations), and
         # notes that a 0.1 start is too large for it to begin converging; deeper nets likewise.
-        args["warmup_iterations"] = 400 if cfg.model.get("depth", 0) >= 110 else 0
+        deep = cfg.model.arch == "cifar" and cfg.model.depth >= 110
+        args["warmup_iterations"] = 400 if deep else 0
     args["milestones"] = tuple(args["milestones"])
     return args
 
@@ -218,10 +219,11 @@ def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> N
 
 
 def describe(cfg: DictConfig, model: torch.nn.Module) -> str:
+    m = cfg.model
     choice = HydraConfig.get().runtime.choices.get("model", "model")
     return (
-        f"{choice} (depth {cfg.model.depth}, shortcut {cfg.model.shortcut}, "
-        f"{count_parameters(model) / 1e6:.3f}M parameters) on {cfg.data.name}"
+        f"{choice} ({m.arch} depth {m.depth}, {m.block} {m.activation} units, shortcut "
+        f"{m.shortcut}, {count_parameters(model) / 1e6:.3f}M parameters) on {cfg.data.name}"
     )
 
 

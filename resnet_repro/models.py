@@ -1,8 +1,11 @@
-"""The CIFAR ResNets and plain nets of [R1] section 4.2.
+"""The networks of [R1] and [R2]: CIFAR and ImageNet ResNets and plain nets, by depth.
 
-Depth 6n+2: a 3x3 conv, three stages of n basic blocks (two 3x3 convs each) on 32/16/8 px maps
-with 16/32/64 filters, global average pooling and a fully connected layer. The plain net is the
-same stack with the shortcuts taken out.
+- arch=cifar ([R1] 4.2, [R2]): a 3x3 conv, three stages on 32/16/8 px maps with 16/32/64
+  filters (x4 after a bottleneck), global average pooling, a fully connected layer.
+  Depth 6n+2 with basic units, 9n+2 with bottleneck units.
+- arch=imagenet ([R1] table 1): a 7x7/2 conv and 3x3/2 max pool, four stages with 64-512
+  filters; depths 18 and 34 (basic), 50, 101 and 152 (bottleneck). With shortcut B and the
+  original units its parameters have torchvision's names and shapes.
 """
 
 import torch
@@ -10,106 +13,83 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
+from .units import BLOCKS, ResidualUnit, UnitOptions
 
-# [R1] 3.3: A = identity, zero-padded where the shape changes; B = 1x1 projection only where the
-# shape changes; C = projection on every shortcut. "none" is the plain net.
-SHORTCUTS = ("A", "B", "C", "none")
-WIDTHS = (16, 32, 64)
-
-
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
-
-
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+WIDTHS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512)}
+IMAGENET_DEPTHS = {  # [R1] table 1: units per stage
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 
 
-class PadShortcut(nn.Module):
-    """Option A where the shape changes: subsample by the stride, append zero channels.
-
-    It has no parameters, so a ResNet with option A has exactly as many as its plain twin.
-    """
-
-    def __init__(self, stride: int, extra_channels: int):
+class ResNet(nn.Module):
+    def __init__(self, arch: str, layers: tuple[int, ...], o: UnitOptions, num_classes: int):
         super().__init__()
-        self.stride = stride
-        self.extra_channels = extra_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
-
-
-def make_shortcut(shortcut: str, in_planes: int, planes: int, stride: int) -> nn.Module | None:
-    reshapes = stride != 1 or in_planes != planes
-    if shortcut == "none":
-        return None
-    if shortcut == "C" or (shortcut == "B" and reshapes):
-        return nn.Sequential(conv1x1(in_planes, planes, stride), nn.BatchNorm2d(planes))
-    if shortcut == "A" and reshapes:
-        return PadShortcut(stride, planes - in_planes)
-    return nn.Identity()
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convs, BN after each, ReLU after the addition ([R1] figure 2)."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str):
-        super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        # Named as in torchvision, so that projection weights keep torchvision's keys; it holds
-        # every kind of shortcut, and is None in a plain net.
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            out = out + self.downsample(x)
-        return F.relu(out)
-
-
-class CifarResNet(nn.Module):
-    def __init__(self, depth: int, shortcut: str = "A", num_classes: int = 10):
-        super().__init__()
-        n = blocks_per_stage(depth)
-        if shortcut not in SHORTCUTS:
-            raise UserError(
-                f"model.shortcut={shortcut!r} is not a shortcut option; choose one of "
-                f"{', '.join(SHORTCUTS)} (A/B/C as in [R1] section 3.3, none for the plain net)."
-            )
-        self.conv1 = conv3x3(3, WIDTHS[0])
-        self.bn1 = nn.BatchNorm2d(WIDTHS[0])
-        stages, in_planes = [], WIDTHS[0]
-        for i, planes in enumerate(WIDTHS):
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(in_planes, planes, stride, shortcut))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
+        widths = WIDTHS[arch]
+        if arch == "cifar":
+            self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if arch == "imagenet" else None
+        in_planes = widths[0]
+        for s, (planes, count) in enumerate(zip(widths, layers, strict=True), 1):
+            units = []
+            for j in range(count):
+                stride = 2 if s > 1 and j == 0 else 1
+                out_planes = planes * BLOCKS[o.block]
+                identity = stride == 1 and in_planes == out_planes and o.shortcut in ("A", "B")
+                preact = "none" if s == 1 and j == 0 else "branch" if identity else "shared"
+                units.append(ResidualUnit(o, in_planes, planes, stride, preact))
+                in_planes = out_planes
+            setattr(self, f"layer{s}", nn.Sequential(*units))
+        self.num_stages = len(layers)
+        # [R2] appendix: a pre-activation net ends with an extra BN-ReLU (ReLU for relu_preact).
+        self.final_bn = nn.BatchNorm2d(in_planes) if o.activation == "full_preact" else None
+        self.final_relu = o.preact
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        for s in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{s}")(x)
+        if self.final_bn is not None:
+            x = self.final_bn(x)
+        if self.final_relu:
+            x = F.relu(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)
 
 
-def blocks_per_stage(depth: int) -> int:
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+def stage_layers(arch: str, depth, block: str) -> tuple[int, ...]:
+    if arch == "imagenet":
+        if depth not in IMAGENET_DEPTHS or IMAGENET_DEPTHS[depth][0] != block:
+            valid = ", ".join(f"{d} ({b})" for d, (b, _) in IMAGENET_DEPTHS.items())
+            raise UserError(
+                f"model.depth={depth!r} with block={block} is not an ImageNet ResNet "
+                f"of [R1] table 1; depths (blocks) are {valid}."
+            )
+        return IMAGENET_DEPTHS[depth][1]
+    if arch != "cifar":
+        raise UserError(f"model.arch={arch!r} is unknown; use cifar or imagenet.")
+    per_unit, examples = (
+        (2, "8, 14, 20, 26, 32, 44, 56, 110, 1202")
+        if block == "basic"
+        else (3, "11, 20, 29, 47, 164, 1001")
+    )
+    k = 3 * per_unit  # layers in one unit of every stage
+    if not isinstance(depth, int) or depth < k + 2 or (depth - 2) % k:
         raise UserError(
-            f"model.depth={depth!r} is not a valid CIFAR ResNet depth. Depth must be 6n+2 with "
-            "n >= 1: 8, 14, 20, 26, 32, 44, 56, 110, 1202, ... ([R1] section 4.2)."
+            f"model.depth={depth!r} is not a valid CIFAR ResNet depth with {block} units. Depth "
+            f"must be {k}n+2 with n >= 1: {examples}, ... ([R1] 4.2, [R2] 4)."
         )
-    return (depth - 2) // 6
+    return ((depth - 2) // k,) * 3
 
 
 def init_weights(model: nn.Module) -> None:
@@ -122,9 +102,68 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(depth: int, shortcut: str = "A", num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(depth=depth, shortcut=shortcut, num_classes=num_classes)
+def build_model(
+    depth: int,
+    arch: str = "cifar",
+    block: str = "basic",
+    shortcut: str = "A",
+    activation: str = "original",
+    shortcut_variant: str = "identity",
+    shortcut_scale: float = 1.0,
+    residual_scale: float = 1.0,
+    gate_bias: float = 0.0,
+    dropout_rate: float = 0.5,
+    stride_on: str = "3x3",
+    num_classes: int = 10,
+) -> ResNet:
+    if block not in BLOCKS:
+        raise UserError(f"model.block={block!r} is unknown; choose one of {', '.join(BLOCKS)}.")
+    layers = stage_layers(arch, depth, block)
+    options = UnitOptions(
+        block,
+        shortcut,
+        activation,
+        shortcut_variant,
+        shortcut_scale,
+        residual_scale,
+        gate_bias,
+        dropout_rate,
+        stride_on,
+    )
+    return ResNet(arch, layers, options, num_classes)
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, image_size: int) -> int:
+    """Multiply-adds of the convolutions and the fully connected layer for one image, as
+    [R1] table 1 counts "FLOPs" (BN, ReLU, additions and pooling left out)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_output = (
+                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            )
+        else:
+            per_output = module.in_features
+        total += output[0].numel() * per_output
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total

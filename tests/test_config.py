@@ -1,12 +1,13 @@
 """Every config composes, and what it composes builds."""
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from resnet_repro.cli import CONF_DIR, schedule_args
 from resnet_repro.data import class_count
-from resnet_repro.models import build_model, count_parameters
+from resnet_repro.models import build_model
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "resnet")
 DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
@@ -18,21 +19,27 @@ def load(*overrides):
 
 
 def test_presets_are_the_papers_nets():
-    assert PRESETS == sorted(
-        [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
-        + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
-    )
+    cifar = [f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202, 164, 1001)]
+    cifar += [f"plain{d}" for d in (20, 32, 44, 56, 110)]
+    cifar += [f"preact_resnet{d}" for d in (110, 164, 1001)]
+    imagenet = [f"{p}resnet{d}" for p in ("", "preact_") for d in (18, 34, 50, 101, 152)]
+    imagenet += ["plain18", "plain34"]
+    assert PRESETS == sorted(cifar + imagenet)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_model_preset_composes_and_builds(preset):
+def test_every_model_preset_builds_and_trains(preset):
     cfg = load(f"model={preset}")
-    depth = int(preset.removeprefix("resnet").removeprefix("plain"))
+    depth = int(preset.split("resnet")[-1].removeprefix("plain"))
     assert cfg.model.depth == depth
-    assert cfg.model.shortcut == ("none" if preset.startswith("plain") else "A")
-    if depth <= 110:  # 1202 is built (and counted) in test_models
-        model = build_model(**cfg.model, num_classes=class_count(**cfg.data))
-        assert count_parameters(model) > 0
+    assert (cfg.model.shortcut == "none") == preset.startswith("plain")
+    assert (cfg.model.activation == "full_preact") == preset.startswith("preact")
+    model = build_model(**cfg.model, num_classes=7)
+    size = 64 if cfg.model.arch == "imagenet" else 32
+    out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 7)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None and p.grad.any() for p in model.parameters())
 
 
 @pytest.mark.parametrize("data", DATA)
