@@ -4,6 +4,7 @@ The data order needs no state of its own: it is a function of the seed and the i
 (see batches.py), so model, optimizer, scaler, iteration and RNG state are enough.
 """
 
+import json
 from pathlib import Path
 
 import torch
@@ -56,3 +57,24 @@ def restore(ckpt: dict, model, optimizer, scaler) -> int:
     if ckpt["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
     return ckpt["iteration"]
+
+
+def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> None:
+    """A run directory resumes only the experiment it was started with."""
+    saved, current = (json.loads(json.dumps(c)) for c in (saved, current))  # tuples as lists
+    if saved == current:
+        return
+    diffs = [
+        f"{group}.{key}: {value!r} in the checkpoint, {current.get(group, {}).get(key)!r} now"
+        for group, values in (saved or {}).items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if current.get(group, {}).get(key) != value
+    ]
+    if saved and saved.get("seed") != current["seed"]:
+        diffs.append(f"trainer.seed: {saved.get('seed')} in the checkpoint, {current['seed']} now")
+    raise UserError(
+        f"{run_dir} holds a checkpoint of a different experiment ({'; '.join(diffs) or 'unknown'})"
+        ". Re-run with the settings it was started with to resume it, or choose a new run "
+        "directory (hydra.run.dir=...)."
+    )

@@ -1,8 +1,6 @@
 """`resnet-train`: the only module that reads the Hydra config."""
 
-import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, runtime
 from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
-from .data import class_count, load_dataset
+from .data import FOLDERS, class_count, load_dataset
 from .engine import Interrupted, Training, evaluate, train
 from .errors import UserError, check_keys
-from .models import build_model, count_parameters
-from .records import RunRecord, code_version, read_metrics
+from .folders import FolderBatches, FolderData, FolderEval
+from .models import build_model, count_flops, count_parameters
+from .records import RunRecord, remove_if_untouched, write_summary
 from .schedule import StepSchedule
 
 log = logging.getLogger("resnet_repro")
@@ -49,28 +48,23 @@ def main(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, run_dir: Path) -> None:
     # Everything a user can get wrong is checked before anything is written.
     tr = cfg.trainer
-    data_args = OmegaConf.to_container(cfg.data, resolve=True)
-    batch_size, augment = data_args.pop("batch_size"), data_args.pop("augment")
-    check_settings(cfg, batch_size)
+    data_args, model_args, optim_args, schedule_kwargs = arguments(cfg)
     device = runtime.select_device(tr.device)
     runtime.configure(device, tr.threads)
     autocast = runtime.autocast(device, tr.precision)
     torch.manual_seed(tr.seed)
-    model_args = OmegaConf.to_container(cfg.model, resolve=True)
-    check_keys(build_model, "model", model_args)
     model = build_model(**model_args, num_classes=class_count(**data_args))
-    schedule_kwargs = schedule_args(cfg)
-    check_keys(StepSchedule, "schedule", schedule_kwargs)
-    schedule = StepSchedule(lr=cfg.optim.lr, **schedule_kwargs)
-    optim_args = OmegaConf.to_container(cfg.optim, resolve=True)
-    check_keys(torch.optim.SGD, "optim", optim_args)
     data = load_dataset(**data_args)
+    batches, eval_sets = batch_sources(
+        data, cfg.data.batch_size, cfg.data.augment, tr.seed, tr.eval_batch_size, device
+    )
+    schedule = make_schedule(cfg, schedule_kwargs, batches.steps_per_epoch)
 
     identity = experiment_identity(cfg, schedule)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     ckpt = checkpoint.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None:
-        check_same_experiment(ckpt.get("config"), identity, run_dir)
+        checkpoint.check_same_experiment(ckpt.get("config"), identity, run_dir)
         if ckpt["iteration"] >= schedule.iterations and (run_dir / "summary.json").exists():
             log.info(
                 f"{run_dir} finished all {schedule.iterations} iterations already; "
@@ -82,16 +76,13 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     optimizer = torch.optim.SGD(model.parameters(), **optim_args)
     scaler = runtime.grad_scaler(device, tr.precision)
     start = checkpoint.restore(ckpt, model, optimizer, scaler) if ckpt else 0
-    normalize = Normalize(*channel_stats(data.train_images), device)
-    batches = TrainBatches(
-        data.train_images, data.train_labels, batch_size, tr.seed, normalize, device, augment
-    )
-    eval_sets = evaluation_splits(data, tr.eval_batch_size, normalize, device)
-
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    facts = describe(cfg, model, data, device)
     log.info(
-        f"{describe(cfg, model)} on {device}; run directory {run_dir}"
+        f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
+        f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on "
+        f"{facts['data']}, {device}; run directory {run_dir}"
         + (f"; resuming from iteration {start}" if start else "")
     )
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
@@ -124,40 +115,71 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     finally:
         stop.restore()
         record.close()
-    if "test_error" not in last:  # it had finished, but the summary was not written
+    if not any(f"{name}_error" in last for name in eval_sets):  # finished, summary unwritten
         for name, split in eval_sets.items():
             last |= evaluate(model, split, autocast, prefix=name)
-    write_summary(cfg, run_dir, model, last, wall_before + time.time() - t0, device)
+    write_summary(run_dir, facts, last, wall_before + time.time() - t0)
 
 
-def evaluation_splits(data, batch_size: int, normalize, device) -> dict[str, EvalBatches]:
+def arguments(cfg: DictConfig) -> tuple[dict, dict, dict, dict]:
+    """The groups as constructor arguments, checked: unknown keys and bad values stop here."""
+    check_settings(cfg)
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    data_args.pop("batch_size")
+    model_args = OmegaConf.to_container(cfg.model, resolve=True)
+    check_keys(build_model, "model", model_args)
+    optim_args = OmegaConf.to_container(cfg.optim, resolve=True)
+    check_keys(torch.optim.SGD, "optim", optim_args)
+    schedule_kwargs = OmegaConf.to_container(cfg.schedule, resolve=True)
+    if schedule_kwargs["warmup_iterations"] == "auto":
+        # [R1] 4.2 warms up ResNet-110 (lr 0.01 until train error < 80%, ~400 iterations), and
+        # notes that 0.1 is too large for it to start converging; deeper CIFAR nets likewise.
+        deep = model_args.get("arch", "cifar") == "cifar" and model_args["depth"] >= 110
+        schedule_kwargs["warmup_iterations"] = 400 if deep else 0
+    schedule_kwargs["milestones"] = tuple(schedule_kwargs["milestones"])
+    by_epochs = "epochs" in schedule_kwargs
+    check_keys(StepSchedule.from_epochs if by_epochs else StepSchedule, "schedule", schedule_kwargs)
+    return data_args, model_args, optim_args, schedule_kwargs
+
+
+def make_schedule(cfg: DictConfig, kwargs: dict, steps_per_epoch: int) -> StepSchedule:
+    if "epochs" in kwargs:
+        return StepSchedule.from_epochs(
+            cfg.optim.lr, steps_per_epoch=steps_per_epoch, batch_size=cfg.data.batch_size, **kwargs
+        )
+    return StepSchedule(lr=cfg.optim.lr, **kwargs)
+
+
+def batch_sources(
+    data, batch_size: int, augment: bool, seed: int, eval_batch_size: int, device: torch.device
+):
+    """Training batches and the evaluation splits, for tensor data (CIFAR) or image folders."""
+    if isinstance(data, FolderData):
+        return (
+            FolderBatches(data, batch_size, seed, device),
+            {"val": FolderEval(data, eval_batch_size, device)},
+        )
+    normalize = Normalize(*channel_stats(data.train_images), device)
+    batches = TrainBatches(
+        data.train_images, data.train_labels, batch_size, seed, normalize, device, augment
+    )
     splits = {
         "val": (data.val_images, data.val_labels),
         "test": (data.test_images, data.test_labels),
     }
-    return {
-        name: EvalBatches(x, y, batch_size, normalize, device)
+    return batches, {
+        name: EvalBatches(x, y, eval_batch_size, normalize, device)
         for name, (x, y) in splits.items()
         if x is not None
     }
 
 
-def schedule_args(cfg: DictConfig) -> dict:
-    args = OmegaConf.to_container(cfg.schedule, resolve=True)
-    if args["warmup_iterations"] == "auto":
-        # [R1] 4.2 warms up ResNet-110 (lr 0.01 until train error < 80%, ~400 iterations), and
-        # notes that a 0.1 start is too large for it to begin converging; deeper nets likewise.
-        deep = cfg.model.arch == "cifar" and cfg.model.depth >= 110
-        args["warmup_iterations"] = 400 if deep else 0
-    args["milestones"] = tuple(args["milestones"])
-    return args
-
-
-def check_settings(cfg: DictConfig, batch_size) -> None:
+def check_settings(cfg: DictConfig) -> None:
+    length = "epochs" if "epochs" in cfg.schedule else "iterations"
     positive = {
-        "data.batch_size": batch_size,
+        "data.batch_size": cfg.data.batch_size,
         "optim.lr": cfg.optim.lr,
-        "schedule.iterations": cfg.schedule.iterations,
+        f"schedule.{length}": cfg.schedule[length],
         "trainer.log_every": cfg.trainer.log_every,
         "trainer.eval_every": cfg.trainer.eval_every,
         "trainer.ckpt_every": cfg.trainer.ckpt_every,
@@ -165,12 +187,8 @@ def check_settings(cfg: DictConfig, batch_size) -> None:
     }
     for key, value in positive.items():
         whole = key != "optim.lr"
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or value <= 0
-            or (whole and not isinstance(value, int))
-        ):
+        wrong_type = isinstance(value, bool) or not isinstance(value, int if whole else int | float)
+        if wrong_type or value <= 0:
             kind = "a positive whole number" if whole else "a positive number"
             raise UserError(
                 f"{key}={value!r} must be {kind}. [R1]'s CIFAR recipe uses batch "
@@ -182,12 +200,17 @@ def check_settings(cfg: DictConfig, batch_size) -> None:
             f"schedule.warmup_iterations={warmup!r} must be auto or a whole "
             "number >= 0 (the papers use 400 for deep nets)."
         )
+    depth = cfg.model.depth
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise UserError(f"model.depth={depth!r} must be a whole number, such as 20 or 110.")
 
 
 def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
     """What must not change between a run and its resumption (data.root may move)."""
     data = {
-        k: v for k, v in OmegaConf.to_container(cfg.data).items() if k not in ("root", "download")
+        k: v
+        for k, v in OmegaConf.to_container(cfg.data).items()
+        if k not in ("root", "download", "workers")
     }
     return {
         "model": OmegaConf.to_container(cfg.model),
@@ -198,71 +221,15 @@ def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
     }
 
 
-def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> None:
-    saved, current = (json.loads(json.dumps(c)) for c in (saved, current))  # tuples as lists
-    if saved == current:
-        return
-    diffs = [
-        f"{group}.{key}: {saved_v!r} in the checkpoint, {current[group].get(key)!r} now"
-        for group, values in (saved or {}).items()
-        if isinstance(values, dict)
-        for key, saved_v in values.items()
-        if current.get(group, {}).get(key) != saved_v
-    ]
-    if saved and saved.get("seed") != current["seed"]:
-        diffs.append(f"trainer.seed: {saved.get('seed')} in the checkpoint, {current['seed']} now")
-    raise UserError(
-        f"{run_dir} holds a checkpoint of a different experiment ({'; '.join(diffs) or 'unknown'})"
-        ". Re-run with the settings it was started with to resume it, or choose a new run "
-        "directory (hydra.run.dir=...)."
-    )
-
-
-def describe(cfg: DictConfig, model: torch.nn.Module) -> str:
-    m = cfg.model
-    choice = HydraConfig.get().runtime.choices.get("model", "model")
-    return (
-        f"{choice} ({m.arch} depth {m.depth}, {m.block} {m.activation} units, shortcut "
-        f"{m.shortcut}, {count_parameters(model) / 1e6:.3f}M parameters) on {cfg.data.name}"
-    )
-
-
-def write_summary(cfg, run_dir: Path, model, last: dict, wall_time: float, device) -> None:
-    speeds = sorted(
-        r["images_per_sec"]
-        for r in read_metrics(run_dir / "metrics.jsonl")
-        if "images_per_sec" in r
-    )
-    summary = {
+def describe(cfg: DictConfig, model: torch.nn.Module, data, device) -> dict:
+    """What was trained, for the log and summary.json."""
+    image_size = data.image_size if cfg.data.name in FOLDERS else data.train_images.shape[-1]
+    return {
         "model": HydraConfig.get().runtime.choices.get("model"),
         **OmegaConf.to_container(cfg.model),
         "data": cfg.data.name,
         "parameters": count_parameters(model),
-        **{k: v for k, v in last.items() if k != "images_per_sec"},
-        "images_per_sec_median": speeds[len(speeds) // 2] if speeds else None,
-        "wall_time_s": round(wall_time, 1),
+        "flops": count_flops(model, image_size),  # multiply-adds per image, as [R1] counts
+        "image_size": image_size,
         "device": str(device),
-        "code_version": code_version(),
-        "command": sys.argv,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    errors = ", ".join(
-        f"{s} error {last[s + '_error']:.2f}%"
-        for s in ("train", "val", "test")
-        if s + "_error" in last
-    )
-    log.info(f"done: {errors}; {wall_time / 60:.1f} min; summary in {run_dir}/summary.json")
-
-
-def remove_if_untouched(run_dir: Path) -> None:
-    """A run stopped by a user mistake leaves nothing behind: Hydra has already made its run
-    directory with .hydra/ and the log; remove them unless the run directory holds more."""
-    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):
-        return
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for parent in list(run_dir.parents)[:2]:  # the date folder, outputs/multirun/...
-            try:
-                parent.rmdir()  # only if empty
-            except OSError:
-                break

@@ -23,6 +23,7 @@ from PIL import Image
 
 from .errors import UserError, check_keys
 from .files import atomic_save
+from .folders import class_folders, load_folder
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,35 @@ class ImageData:
     val_labels: torch.Tensor | None = None
 
 
-def load_dataset(name: str, val_split: int = 0, **kwargs) -> ImageData:
+FOLDERS = ("imagenet", "imagefolder")
+
+
+def load_dataset(name: str, val_split: int = 0, augment: bool = True, **kwargs):
+    """CIFAR and synthetic data as uint8 tensors (ImageData); image folders as FolderData,
+    whose training transforms include the augmentation (`augment`)."""
+    if name in FOLDERS:
+        check_keys(load_folder, "data", kwargs)
+        if val_split:
+            raise UserError(f"data.val_split is for CIFAR; {name} has its own val/ folder.")
+        return load_folder(augment=augment, **kwargs)
     class_count(name, **kwargs)  # rejects an unknown name
     reader = synthetic if name == "synthetic" else partial(load_cifar, name)
     check_keys(reader, "data", kwargs)
     return split_validation(reader(**kwargs), val_split)
 
 
-def class_count(name: str, num_classes: int | None = None, **_) -> int:
-    """The number of classes, known before any data is read (to check the model first)."""
+def class_count(name: str, num_classes: int | None = None, root: str | None = None, **_) -> int:
+    """The number of classes, known before the images are read (to check the model first)."""
     if name == "synthetic":
         return num_classes
     if name in CIFAR:
         return CIFAR[name].num_classes
-    raise UserError(f"data.name={name!r} is unknown; use data=cifar10, cifar100 or synthetic.")
+    if name in FOLDERS:
+        return len(class_folders(Path(root).expanduser()))
+    raise UserError(
+        f"data.name={name!r} is unknown; use data=cifar10, cifar100, imagenet, "
+        "imagefolder or synthetic."
+    )
 
 
 def synthetic(

@@ -88,16 +88,28 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str) -> dict:
+    """Loss and top-1 error (%) over a split; top-5 error too when there are over 10 classes
+    (ImageNet, CIFAR-100). A 5-D batch holds several crops of each image ([R1]'s 10-crop
+    testing): their softmax outputs are averaged."""
     model.eval()
-    loss_sum, wrong, n = 0.0, 0, 0
+    loss_sum, wrong, wrong5, n = 0.0, 0, 0, 0
     for x, y in batches:
         with autocast:
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        wrong += (logits.argmax(1) != y).sum()
+            logits = model(x.flatten(0, 1) if x.dim() == 5 else x).float()
+        if x.dim() == 5:
+            logp = logits.view(*x.shape[:2], -1).softmax(-1).mean(1).log()
+        else:
+            logp = logits.log_softmax(-1)
+        loss_sum += F.nll_loss(logp, y, reduction="sum")
+        top = logp.topk(min(5, logp.shape[1]), dim=1).indices
+        wrong += (top[:, 0] != y).sum()
+        wrong5 += (top != y[:, None]).all(1).sum()
         n += len(y)
     model.train()
-    return {f"{prefix}_loss": float(loss_sum) / n, f"{prefix}_error": 100.0 * float(wrong) / n}
+    result = {f"{prefix}_loss": float(loss_sum) / n, f"{prefix}_error": 100.0 * float(wrong) / n}
+    if logp.shape[1] > 10:
+        result[f"{prefix}_top5_error"] = 100.0 * float(wrong5) / n
+    return result
 
 
 class Window:

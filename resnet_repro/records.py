@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,41 @@ def code_version() -> str:
     from importlib.metadata import version
 
     return version("resnet-repro")
+
+
+def write_summary(run_dir: Path, facts: dict, last: dict, wall_time: float) -> None:
+    """summary.json: the final record, what was trained, how fast and with which code."""
+    speeds = sorted(
+        r["images_per_sec"]
+        for r in read_metrics(run_dir / "metrics.jsonl")
+        if "images_per_sec" in r
+    )
+    summary = {
+        **facts,
+        **{k: v for k, v in last.items() if k != "images_per_sec"},
+        "images_per_sec_median": speeds[len(speeds) // 2] if speeds else None,
+        "wall_time_s": round(wall_time, 1),
+        "code_version": code_version(),
+        "command": sys.argv,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    errors = ", ".join(
+        f"{k.removesuffix('_error')} error {v:.2f}%"
+        for k, v in last.items()
+        if k.endswith("_error")
+    )
+    log.info(f"done: {errors}; {wall_time / 60:.1f} min; summary in {run_dir}/summary.json")
+
+
+def remove_if_untouched(run_dir: Path) -> None:
+    """A run stopped by a user mistake leaves nothing behind: Hydra has already made its run
+    directory with .hydra/ and the log; remove them unless the run directory holds more."""
+    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+        return
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in list(run_dir.parents)[:2]:  # the date folder, outputs/multirun/...
+            try:
+                parent.rmdir()  # only if empty
+            except OSError:
+                break

@@ -23,3 +23,32 @@ class StepSchedule:
         if iteration < self.warmup_iterations:
             return self.warmup_lr
         return self.lr * self.gamma ** sum(iteration >= m for m in self.milestones)
+
+    @classmethod
+    def from_epochs(
+        cls,
+        lr: float,
+        epochs: int,
+        milestones,
+        steps_per_epoch: int,
+        batch_size: int,
+        reference_batch: int | None = None,
+        gamma: float = 0.1,
+        warmup_iterations: int = 0,
+        warmup_lr: float = 0.01,
+    ) -> "StepSchedule":
+        """An epoch-counted schedule (ImageNet: 90 epochs, lr / 10 at 30 and 60) in iterations.
+
+        With reference_batch, lr is the rate for that batch size and scales linearly with the
+        actual one (0.1 for batch 256, as the standard ImageNet recipe puts it).
+        """
+        if reference_batch:
+            lr = lr * batch_size / reference_batch
+        return cls(
+            lr,
+            epochs * steps_per_epoch,
+            tuple(m * steps_per_epoch for m in milestones),
+            gamma,
+            warmup_iterations,
+            warmup_lr,
+        )

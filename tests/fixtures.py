@@ -57,3 +57,18 @@ def make_archive(src: Path, archive: Path) -> Path:
         for child in src.iterdir():
             tar.add(child, arcname=child.name)
     return archive
+
+
+def write_jpeg_folder(
+    root: Path, classes: int = 3, train: int = 6, val: int = 3, size: tuple[int, int] = (40, 48)
+) -> Path:
+    """train/<class>/*.jpg and val/<class>/*.jpg, as ImageNet is laid out (any image size)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:03d}.jpg", quality=90)
+    return root

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 from conftest import TINY, TINY_MODEL, TRAIN, run_cli
+from fixtures import write_jpeg_folder
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +122,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 BAD = {
     "depth": (["model.depth=21"], "6n+2"),
-    "depth-text": (["model.depth=abc"], "6n+2"),
+    "depth-text": (["model.depth=abc"], "model.depth='abc' must be a whole number"),
     "shortcut": (["model.shortcut=D"], "A, B, C, none"),
     "preset": (["model=resnet21"], "resnet110"),  # Hydra lists the presets
     "key": (["model.width=3"], "width"),
@@ -131,6 +132,13 @@ BAD = {
     "lr": (["optim.lr=-0.1"], "optim.lr=-0.1 must be a positive number"),
     "warmup": (["schedule.warmup_iterations=-1"], "must be auto or a whole number"),
     "added-key": (["+optim.betas=1"], "optim has no setting betas; its settings are lr"),
+    "placement": (["model.activation=preact"], "original, bn_after_add"),
+    "gating-plain": (
+        ["model.shortcut=none", "model.shortcut_variant=exclusive_gating"],
+        "plain net",
+    ),
+    "bottleneck": (["model.block=bottleneck", "model.depth=14"], "9n+2 with n >= 1"),
+    "no-folder": (["data=imagefolder", "data.root={empty}"], "No image folder at data.root"),
 }
 
 
@@ -142,7 +150,7 @@ def test_user_mistakes_end_with_a_message_and_nothing_written(tmp_path, case):
     empty = tmp_path / "empty"
     empty.mkdir()
     overrides = [o.format(empty=empty) for o in overrides]
-    base = TINY_MODEL if case == "no-data" else TINY
+    base = TINY_MODEL if overrides[0].startswith("data=") else TINY
     r = run_cli(*base, *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode != 0
@@ -152,14 +160,50 @@ def test_user_mistakes_end_with_a_message_and_nothing_written(tmp_path, case):
 
 
 def test_multirun_sweep(tmp_path):
+    # A sweep over two axes: depth, and [R2] table 1's shortcut variants.
     r = run_cli(
         "-m",
         *TINY,
         "model.depth=8,14",
+        "model.shortcut_variant=identity,shortcut_gating",
+        "model.gate_bias=-6",
         "schedule.iterations=2",
         "trainer.log_every=1",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert r.returncode == 0, r.stderr
-    summaries = sorted(tmp_path.glob("*/summary.json"))
-    assert [json.loads(s.read_text())["depth"] for s in summaries] == [8, 14]
+    runs = [json.loads(s.read_text()) for s in sorted(tmp_path.glob("*/summary.json"))]
+    assert sorted((s["depth"], s["shortcut_variant"]) for s in runs) == [
+        (8, "identity"),
+        (8, "shortcut_gating"),
+        (14, "identity"),
+        (14, "shortcut_gating"),
+    ]
+    params = {(s["depth"], s["shortcut_variant"]): s["parameters"] for s in runs}
+    assert params[8, "shortcut_gating"] > params[8, "identity"]  # the gates' 1x1 convs
+
+
+def test_imagenet_model_on_an_image_folder(tmp_path):
+    root = write_jpeg_folder(tmp_path / "jpegs", classes=12)
+    run_dir = tmp_path / "run"
+    r = run_cli(
+        "model=preact_resnet18",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.crop_size=32",
+        "data.resize_size=36",
+        "data.workers=2",
+        "data.batch_size=8",
+        "data.ten_crop=true",
+        "schedule=imagenet",
+        "schedule.epochs=2",
+        "trainer.log_every=3",
+        "trainer.eval_every=9",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iteration"] == 18  # 2 epochs of 72 images in batches of 8
+    assert summary["lr"] == pytest.approx(0.1 * 8 / 256)
+    assert {"val_error", "val_top5_error"} <= summary.keys() and "test_error" not in summary
+    assert summary["activation"] == "full_preact" and summary["flops"] > 0

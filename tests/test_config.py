@@ -5,7 +5,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from resnet_repro.cli import CONF_DIR, schedule_args
+from resnet_repro.cli import CONF_DIR, arguments, make_schedule
 from resnet_repro.data import class_count
 from resnet_repro.models import build_model
 
@@ -46,8 +46,11 @@ def test_every_model_preset_builds_and_trains(preset):
 def test_every_data_config_composes(data):
     cfg = load(f"data={data}")
     args = OmegaConf.to_container(cfg.data)
-    assert {"name", "batch_size", "augment", "val_split"} <= args.keys()
-    assert class_count(**args) in (10, 100)
+    assert {"name", "batch_size", "augment"} <= args.keys()
+    if data in ("imagenet", "imagefolder"):
+        assert args["root"] == "???" or OmegaConf.is_missing(cfg.data, "root")
+    else:
+        assert class_count(**args) in (10, 100)
 
 
 def test_default_is_the_paper_recipe():
@@ -63,9 +66,24 @@ def test_default_is_the_paper_recipe():
     [("resnet56", 0), ("resnet110", 400), ("plain110", 400), ("resnet1202", 400)],
 )
 def test_warmup_auto_follows_depth(preset, warmup):
-    assert schedule_args(load(f"model={preset}"))["warmup_iterations"] == warmup
+    assert arguments(load(f"model={preset}"))[3]["warmup_iterations"] == warmup
 
 
 def test_explicit_warmup_wins():
     cfg = load("model=resnet20", "schedule.warmup_iterations=100")
-    assert schedule_args(cfg)["warmup_iterations"] == 100
+    assert arguments(cfg)[3]["warmup_iterations"] == 100
+
+
+def test_imagenet_schedule_counts_epochs_and_scales_lr_with_batch():
+    cfg = load(
+        "model=resnet50",
+        "data=imagenet",
+        "data.root=/x",
+        "schedule=imagenet",
+        "data.batch_size=512",
+    )
+    schedule = make_schedule(cfg, arguments(cfg)[3], steps_per_epoch=2503)
+    assert schedule.lr == pytest.approx(0.2)  # 0.1 per 256 images, scaled linearly
+    assert schedule.iterations == 90 * 2503
+    assert schedule.milestones == (30 * 2503, 60 * 2503) and schedule.warmup_iterations == 0
+    assert cfg.optim.weight_decay == 1e-4

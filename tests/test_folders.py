@@ -1,0 +1,101 @@
+"""The image-folder pipeline (ImageNet's layout) on a small generated folder of JPEGs."""
+
+from itertools import islice
+
+import pytest
+import torch
+from fixtures import write_jpeg_folder
+
+from resnet_repro.data import class_count, load_dataset
+from resnet_repro.engine import evaluate
+from resnet_repro.errors import UserError
+from resnet_repro.folders import FolderBatches, FolderEval
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_jpeg_folder(tmp_path_factory.mktemp("jpegs"))
+
+
+def load(folder, **kwargs):
+    args = dict(root=str(folder), crop_size=32, resize_size=36, workers=0) | kwargs
+    return load_dataset("imagefolder", **args)
+
+
+def test_reads_classes_and_images(folder):
+    data = load(folder)
+    assert class_count("imagefolder", root=str(folder)) == data.num_classes == 3
+    assert len(data.train) == 18 and len(data.val) == 9 and data.image_size == 32
+    x, y = data.train[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and y == 0
+    x, _ = data.val[0]
+    assert x.shape == (3, 32, 32)
+
+
+def test_train_crops_are_random_and_val_is_fixed(folder):
+    data = load(folder)
+    assert not torch.equal(data.train[0][0], data.train[0][0])
+    assert torch.equal(data.val[0][0], data.val[0][0])
+    scale = load(folder, scale_aug=True, scale_range=[36, 60])  # [R1]'s scale augmentation
+    assert scale.train[0][0].shape == (3, 32, 32)
+    no_aug = load(folder, augment=False)
+    assert torch.equal(no_aug.train[0][0], no_aug.train[0][0])
+
+
+def test_ten_crop_evaluation(folder):
+    data = load(folder, ten_crop=True)
+    x, _ = data.val[0]
+    assert x.shape == (10, 3, 32, 32)
+    # The last is the centre crop of the mirrored image (one pixel off on an odd width).
+    mirror = x[4].flip(-1)
+    assert any(
+        torch.equal(x[9][..., a : 32 - b], mirror[..., b : 32 - a])
+        for a, b in ((0, 0), (1, 0), (0, 1))
+    )
+    split = FolderEval(data, 4, CPU)
+    xb, yb = next(iter(split))
+    assert xb.shape == (4, 10, 3, 32, 32) and xb.dtype == torch.float32
+
+    class Mean(torch.nn.Module):  # a "model" whose answer depends on the crop
+        def forward(self, x):
+            return torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3)), x[:, 0].mean((1, 2))], 1)
+
+    result = evaluate(Mean(), split, torch.autocast("cpu", enabled=False), prefix="val")
+    assert set(result) == {"val_loss", "val_error"} and 0 <= result["val_error"] <= 100
+
+
+def test_top5_only_with_many_classes():
+    class Fixed(torch.nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):  # class 0 scores highest, class 3 fourth
+            return torch.arange(self.k, 0, -1).float().expand(len(x), -1)
+
+    y = torch.full((4,), 3)
+    off = torch.autocast("cpu", enabled=False)
+    many = evaluate(Fixed(100), [(torch.zeros(4, 3, 8, 8), y)], off, prefix="test")
+    assert many["test_error"] == 100 and many["test_top5_error"] == 0
+    few = evaluate(Fixed(10), [(torch.zeros(4, 3, 8, 8), y)], off, prefix="test")
+    assert "test_top5_error" not in few
+
+
+def test_batches_follow_a_seeded_order_and_resume(folder):
+    data = load(folder, workers=2)
+    batches = FolderBatches(data, 4, seed=0, device=CPU)  # 18 images: 5 steps an epoch
+    assert batches.steps_per_epoch == 5
+    straight = [y for _, y in islice(batches.iterate(0), 8)]
+    x, _ = next(batches.iterate(0))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    assert sorted(torch.cat(straight[:5]).tolist()) == sorted([c for c in range(3)] * 6)
+    resumed = [y for _, y in islice(batches.iterate(3), 5)]
+    assert all(torch.equal(a, b) for a, b in zip(straight[3:], resumed, strict=True))
+
+
+def test_missing_val_folder(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(UserError, match="val missing"):
+        load(tmp_path)
