@@ -87,3 +87,10 @@ def test_imagenet_schedule_counts_epochs_and_scales_lr_with_batch():
     assert schedule.iterations == 90 * 2503
     assert schedule.milestones == (30 * 2503, 60 * 2503) and schedule.warmup_iterations == 0
     assert cfg.optim.weight_decay == 1e-4
+
+
+def test_imagenet_experiment_sets_the_axes_and_model_can_be_chosen():
+    cfg = load("experiment=imagenet", "model=resnet34", "data.root=/x")
+    assert (cfg.model.arch, cfg.model.depth, cfg.data.name) == ("imagenet", 34, "imagenet")
+    assert cfg.schedule.epochs == 90 and cfg.data.batch_size == 256
+    assert load("experiment=imagenet").model.depth == 50
