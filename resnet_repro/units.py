@@ -207,4 +207,6 @@ class ResidualUnit(nn.Module):
             if o.shortcut_variant == "exclusive_gating":
                 return (1 - g) * h + g * residual
             return (1 - g) * h + residual  # shortcut-only gating
+        if o.shortcut_scale == o.residual_scale == 1:
+            return h + residual  # the usual unit: no multiplications in the hot path
         return o.shortcut_scale * h + o.residual_scale * residual
