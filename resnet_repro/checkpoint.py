@@ -49,13 +49,20 @@ def load_checkpoint(path: Path) -> dict:
 
 def restore(ckpt: dict, model, optimizer, scaler) -> int:
     """Load the state into the given objects; return the iteration to continue from."""
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(
+            "Cannot resume: the checkpoint does not fit the model and optimizer built from these "
+            f"settings ({str(e).splitlines()[0]}). It may come from another version of this "
+            "code; choose a new run directory (hydra.run.dir=...) to start over."
+        ) from None
     return ckpt["iteration"]
 
 

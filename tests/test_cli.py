@@ -207,3 +207,16 @@ def test_imagenet_model_on_an_image_folder(tmp_path):
     assert summary["lr"] == pytest.approx(0.1 * 8 / 256)
     assert {"val_error", "val_top5_error"} <= summary.keys() and "test_error" not in summary
     assert summary["activation"] == "full_preact" and summary["flops"] > 0
+
+
+def test_checkpoint_that_does_not_fit_the_model(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "schedule.iterations=2", f"hydra.run.dir={run_dir}"]
+    assert run_cli(*args).returncode == 0
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt")
+    ckpt["model"] = {k.replace("layer1", "stage1"): v for k, v in ckpt["model"].items()}
+    ckpt["iteration"] = 1
+    torch.save(ckpt, run_dir / "checkpoints" / "last.pt")
+    r = run_cli(*args)
+    assert r.returncode == 2 and "does not fit the model" in r.stderr
+    assert "Traceback" not in r.stderr
