@@ -175,6 +175,13 @@ def batch_sources(
 
 
 def check_settings(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = {"data.root": "data.root=/data/imagenet", "model.depth": "model.depth=56"}
+        raise UserError(
+            f"{', '.join(missing)} must be given (the config leaves it unset): add "
+            f"{example.get(missing[0], missing[0] + '=...')} to the command."
+        )
     length = "epochs" if "epochs" in cfg.schedule else "iterations"
     positive = {
         "data.batch_size": cfg.data.batch_size,

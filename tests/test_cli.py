@@ -139,6 +139,7 @@ BAD = {
     ),
     "bottleneck": (["model.block=bottleneck", "model.depth=14"], "9n+2 with n >= 1"),
     "no-folder": (["data=imagefolder", "data.root={empty}"], "No image folder at data.root"),
+    "unset-root": (["data=imagenet"], "data.root must be given"),
 }
 
 
