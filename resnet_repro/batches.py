@@ -72,6 +72,7 @@ class TrainBatches:
         epoch, step = divmod(start_iteration, self.steps_per_epoch)
         rows = torch.arange(self.h, device=self.device)
         cols = torch.arange(self.w, device=self.device)
+        flipped, channels = cols.flip(0), torch.arange(3, device=self.device)[None, :, None, None]
         while True:
             plan = self.plan(epoch)
             for s in range(step * self.batch_size, self.n, self.batch_size):
@@ -80,10 +81,10 @@ class TrainBatches:
                     end = s + self.batch_size
                     dy, dx, flip = plan["dy"][s:end], plan["dx"][s:end], plan["flip"][s:end, None]
                     r = dy[:, None] + rows
-                    c = dx[:, None] + torch.where(flip, cols.flip(0), cols)
+                    c = dx[:, None] + torch.where(flip, flipped, cols)
                     x = self.images[
                         idx[:, None, None, None],
-                        torch.arange(3, device=self.device)[None, :, None, None],
+                        channels,
                         r[:, None, :, None],
                         c[:, None, None, :],
                     ]

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, runtime
 from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
-from .data import FOLDERS, class_count, load_dataset
+from .data import class_count, load_dataset
 from .engine import Interrupted, Training, evaluate, train
 from .errors import UserError, check_keys
 from .folders import FolderBatches, FolderData, FolderEval
@@ -230,7 +230,7 @@ def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
 
 def describe(cfg: DictConfig, model: torch.nn.Module, data, device) -> dict:
     """What was trained, for the log and summary.json."""
-    image_size = data.image_size if cfg.data.name in FOLDERS else data.train_images.shape[-1]
+    image_size = data.image_size
     return {
         "model": HydraConfig.get().runtime.choices.get("model"),
         **OmegaConf.to_container(cfg.model),

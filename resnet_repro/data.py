@@ -73,6 +73,10 @@ class ImageData:
     val_images: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
 
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
 
 FOLDERS = ("imagenet", "imagefolder")
 
