@@ -13,9 +13,25 @@ from .errors import UserError
 from .files import atomic_save
 
 
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
 def save_checkpoint(
-    path: Path, model, optimizer, scaler, iteration: int, config: dict, wall_time: float
+    path: Path,
+    model,
+    optimizer,
+    scaler,
+    iteration: int,
+    config: dict,
+    wall_time: float,
+    rng: list[dict],
 ) -> None:
+    """One file for the whole run, written by rank 0: the bare model's state (torchvision's
+    names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first."""
     atomic_save(
         {
             "model": model.state_dict(),
@@ -24,10 +40,8 @@ def save_checkpoint(
             "iteration": iteration,
             "config": config,
             "wall_time": wall_time,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+            "rng": rng[0],
+            "rng_ranks": rng,
         },
         path,
     )
@@ -47,16 +61,19 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def restore(ckpt: dict, model, optimizer, scaler) -> int:
-    """Load the state into the given objects; return the iteration to continue from."""
+def restore(ckpt: dict, model, optimizer, scaler, world) -> int:
+    """Load the state into the given objects; return the iteration to continue from. Each rank
+    takes its own RNG state when the world size is the one the checkpoint was saved with."""
+    ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        rng = ranks[world.rank] if len(ranks) == world.size else ranks[0]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise UserError(
             "Cannot resume: the checkpoint does not fit the model and optimizer built from these "

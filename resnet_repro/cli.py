@@ -3,6 +3,7 @@
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -10,56 +11,102 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, runtime
+from . import checkpoint, distributed, runtime
 from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from .data import class_count, load_dataset
-from .engine import Interrupted, Training, evaluate, train
+from .distributed import World
+from .engine import Diverged, Interrupted, Training, evaluate_all, train
 from .errors import UserError, check_keys
-from .folders import FolderBatches, FolderData, FolderEval
+from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
 from .models import build_model, count_flops, count_parameters
-from .records import RunRecord, remove_if_untouched, write_summary
+from .records import NullRecord, RunRecord, remove_if_untouched, write_summary
+from .sampling import EpochPlan
 from .schedule import StepSchedule
 
 log = logging.getLogger("resnet_repro")
 # conf/ sits at the top of the checkout (installed editable, see the Makefile). Hydra would read a
 # relative path as a Python package here, so give it the absolute folder.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# conf/config.yaml: `${rank_zero:A,B}` is A on rank 0 (or without a launcher) and B elsewhere, so
+# that Hydra writes .hydra/ and the log file from rank 0 alone, before any code of ours runs.
+OmegaConf.register_new_resolver(
+    "rank_zero",
+    lambda value, other=None: value if distributed.world_from_env().is_main else other,
+    replace=True,
+)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    world = distributed.world_from_env()
+    if not world.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 alone logs; others only warn
+    hydra_dir = run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run(cfg, run_dir)
+        # Everything a user can get wrong in the config is checked before anything is written.
+        settings = arguments(cfg)
+        device = runtime.select_device(cfg.trainer.device, world.local_rank)
+        world = distributed.start(world, device)
+        # Hydra made a run directory in every process, named by each one's own clock: rank 0's
+        # is the run's; another rank's, if it differs, is empty (conf/config.yaml writes nothing
+        # there off rank 0) and goes.
+        run_dir = Path(world.broadcast_object(str(hydra_dir)))
+        if run_dir != hydra_dir:
+            remove_if_untouched(hydra_dir)
+        run(cfg, settings, device, world, run_dir)
     except UserError as e:
-        remove_if_untouched(run_dir)
-        print(f"resnet-train: {e}", file=sys.stderr)
+        if world.is_main:
+            remove_if_untouched(run_dir)
+        rank = f" (rank {world.rank})" if world.distributed else ""
+        print(f"resnet-train{rank}: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
-        print(
-            f"resnet-train: stopped after iteration {e.iteration}; checkpoint saved in "
-            f"{run_dir}/checkpoints/last.pt. To resume, run the same command with "
-            f"hydra.run.dir={run_dir}",
-            file=sys.stderr,
-        )
+        if world.is_main:
+            print(
+                f"resnet-train: stopped after iteration {e.iteration}; checkpoint saved in "
+                f"{run_dir}/checkpoints/last.pt. To resume, run the same command with "
+                f"hydra.run.dir={run_dir}",
+                file=sys.stderr,
+            )
         sys.exit(130)
+    except Diverged as e:
+        if world.is_main:
+            print(
+                f"resnet-train: the training loss is not finite at iteration {e.iteration}: the "
+                "run diverged (too large an lr, or fp16 without loss scaling?). Nothing was saved "
+                f"after it; the last checkpoint in {run_dir}/checkpoints is from before.",
+                file=sys.stderr,
+            )
+        sys.exit(1)
+    finally:
+        world.close()
 
 
-def run(cfg: DictConfig, run_dir: Path) -> None:
-    # Everything a user can get wrong is checked before anything is written.
+@dataclass(frozen=True)
+class Settings:
+    """The config groups as constructor arguments, checked."""
+
+    data: dict
+    model: dict
+    optim: dict
+    schedule: dict
+
+
+def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_dir: Path) -> None:
     tr = cfg.trainer
-    data_args, model_args, optim_args, schedule_kwargs = arguments(cfg)
-    device = runtime.select_device(tr.device)
+    if tr.sync_bn and device.type != "cuda":
+        raise UserError(
+            "trainer.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU implementation); "
+            "leave it false for per-rank BatchNorm statistics, as [R1] trained."
+        )
     runtime.configure(device, tr.threads)
-    autocast = runtime.autocast(device, tr.precision)
-    torch.manual_seed(tr.seed)
-    model = build_model(**model_args, num_classes=class_count(**data_args))
-    data = load_dataset(**data_args)
-    batches, eval_sets = batch_sources(
-        data, cfg.data.batch_size, cfg.data.augment, tr.seed, tr.eval_batch_size, device
-    )
-    schedule = make_schedule(cfg, schedule_kwargs, batches.steps_per_epoch)
-
+    precision = runtime.choose_precision(device, tr.precision)
+    torch.manual_seed(tr.seed)  # the same initial weights on every rank
+    model = build_model(**s.model, num_classes=class_count(**s.data))
+    data = load_dataset(**s.data)
+    memory_format = torch.channels_last if tr.channels_last else torch.contiguous_format
+    batches, eval_sets = batch_sources(cfg, data, device, world, memory_format)
+    schedule = make_schedule(cfg, s.schedule, batches.steps_per_epoch)
     identity = experiment_identity(cfg, schedule)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     ckpt = checkpoint.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
@@ -67,61 +114,87 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
         checkpoint.check_same_experiment(ckpt.get("config"), identity, run_dir)
         if ckpt["iteration"] >= schedule.iterations and (run_dir / "summary.json").exists():
             log.info(
-                f"{run_dir} finished all {schedule.iterations} iterations already; "
-                f"see {run_dir}/summary.json"
+                f"{run_dir} finished all {schedule.iterations} iterations already; see "
+                f"{run_dir}/summary.json"
             )
             return
 
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), **optim_args)
-    scaler = runtime.grad_scaler(device, tr.precision)
-    start = checkpoint.restore(ckpt, model, optimizer, scaler) if ckpt else 0
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    facts = describe(cfg, model, data, device)
+    model.to(device, memory_format=memory_format)
+    train_model = world.wrap(model, device, tr.sync_bn)
+    optimizer = torch.optim.SGD(model.parameters(), **s.optim)
+    scaler = runtime.grad_scaler(device, precision)
+    start = checkpoint.restore(ckpt, model, optimizer, scaler, world) if ckpt else 0
+    if world.rank and not ckpt:  # each rank its own stream for dropout shortcuts
+        torch.manual_seed(tr.seed * 1_000_003 + world.rank)
+    compiled = runtime.choose_compile(
+        tr.compile, device, schedule.iterations - start, s.model.get("checkpointing", False)
+    )
+    facts = describe(cfg, model, data, device) | {
+        "precision": precision,
+        "channels_last": tr.channels_last,
+        "compile": compiled,
+        "world_size": world.size,
+        "launcher": world.launcher,
+        "hardware": runtime.hardware(device),
+    }
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info(
         f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
         f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on "
-        f"{facts['data']}, {device}; run directory {run_dir}"
+        f"{facts['data']}, {world.size} x {device}, {precision}"
+        f"{', compiled' if compiled else ''}; run directory {run_dir}"
         + (f"; resuming from iteration {start}" if start else "")
     )
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
 
     def save(iteration: int) -> None:
-        checkpoint.save_checkpoint(
-            ckpt_path, model, optimizer, scaler, iteration, identity, wall_before + time.time() - t0
-        )
+        rng = world.gather_objects(checkpoint.rng_state())  # every rank takes part
+        if world.is_main:
+            wall = wall_before + time.time() - t0
+            checkpoint.save_checkpoint(
+                ckpt_path, model, optimizer, scaler, iteration, identity, wall, rng
+            )
 
-    record, stop = RunRecord(run_dir, start, schedule.iterations), runtime.StopFlag()
+    autocast = runtime.autocast(device, precision)
+    stop = runtime.StopFlag()
+    record = RunRecord(run_dir, start, schedule.iterations) if world.is_main else NullRecord()
+    training = Training(
+        model=model,
+        train_model=train_model,
+        compiled=torch.compile(train_model) if compiled else None,
+        world=world,
+        optimizer=optimizer,
+        scaler=scaler,
+        autocast=autocast,
+        schedule=schedule,
+        batches=batches,
+        eval_sets=eval_sets,
+        record=record,
+        save=save,
+        stop_requested=stop,
+        log_every=tr.log_every,
+        eval_every=tr.eval_every,
+        ckpt_every=tr.ckpt_every,
+    )
     try:
-        last = train(
-            Training(
-                model,
-                optimizer,
-                scaler,
-                autocast,
-                schedule,
-                batches,
-                eval_sets,
-                record,
-                save,
-                stop,
-                tr.log_every,
-                tr.eval_every,
-                tr.ckpt_every,
-            ),
-            start,
-        )
+        last = train(training, start)
+    except Interrupted:
+        stop.forward()  # after the checkpoint: submitit's handler requeues the job
+        raise
     finally:
         stop.restore()
         record.close()
     if not any(f"{name}_error" in last for name in eval_sets):  # finished, summary unwritten
-        for name, split in eval_sets.items():
-            last |= evaluate(model, split, autocast, prefix=name)
-    write_summary(run_dir, facts, last, wall_before + time.time() - t0)
+        last |= evaluate_all(model, eval_sets, autocast, world)
+    if world.distributed:
+        facts["replicas_identical"] = world.replicas_identical(model)
+    if world.is_main:
+        write_summary(run_dir, facts, last, wall_before + time.time() - t0)
 
 
-def arguments(cfg: DictConfig) -> tuple[dict, dict, dict, dict]:
+def arguments(cfg: DictConfig) -> Settings:
     """The groups as constructor arguments, checked: unknown keys and bad values stop here."""
     check_settings(cfg)
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
@@ -139,7 +212,7 @@ def arguments(cfg: DictConfig) -> tuple[dict, dict, dict, dict]:
     schedule_kwargs["milestones"] = tuple(schedule_kwargs["milestones"])
     by_epochs = "epochs" in schedule_kwargs
     check_keys(StepSchedule.from_epochs if by_epochs else StepSchedule, "schedule", schedule_kwargs)
-    return data_args, model_args, optim_args, schedule_kwargs
+    return Settings(data_args, model_args, optim_args, schedule_kwargs)
 
 
 def make_schedule(cfg: DictConfig, kwargs: dict, steps_per_epoch: int) -> StepSchedule:
@@ -150,25 +223,28 @@ def make_schedule(cfg: DictConfig, kwargs: dict, steps_per_epoch: int) -> StepSc
     return StepSchedule(lr=cfg.optim.lr, **kwargs)
 
 
-def batch_sources(
-    data, batch_size: int, augment: bool, seed: int, eval_batch_size: int, device: torch.device
-):
-    """Training batches and the evaluation splits, for tensor data (CIFAR) or image folders."""
+def batch_sources(cfg: DictConfig, data, device: torch.device, world: World, memory_format):
+    """This rank's training batches and evaluation shards, for tensor data (CIFAR) or image
+    folders; data.batch_size is the global batch."""
+    n = len(data.train) if isinstance(data, FolderData) else len(data.train_labels)
+    plan = EpochPlan(n, cfg.data.batch_size, cfg.trainer.seed, world)
+    eval_batch = cfg.trainer.eval_batch_size
     if isinstance(data, FolderData):
+        normalize = Normalize(MEAN, STD, device, memory_format)
         return (
-            FolderBatches(data, batch_size, seed, device),
-            {"val": FolderEval(data, eval_batch_size, device)},
+            FolderBatches(data, plan, normalize, device),
+            {"val": FolderEval(data, eval_batch, normalize, device, world)},
         )
-    normalize = Normalize(*channel_stats(data.train_images), device)
+    normalize = Normalize(*channel_stats(data.train_images), device, memory_format)
     batches = TrainBatches(
-        data.train_images, data.train_labels, batch_size, seed, normalize, device, augment
+        data.train_images, data.train_labels, plan, normalize, device, cfg.data.augment
     )
     splits = {
         "val": (data.val_images, data.val_labels),
         "test": (data.test_images, data.test_labels),
     }
     return batches, {
-        name: EvalBatches(x, y, eval_batch_size, normalize, device)
+        name: EvalBatches(x, y, eval_batch, normalize, device, world)
         for name, (x, y) in splits.items()
         if x is not None
     }
@@ -210,6 +286,9 @@ def check_settings(cfg: DictConfig) -> None:
     depth = cfg.model.depth
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise UserError(f"model.depth={depth!r} must be a whole number, such as 20 or 110.")
+    for key in ("channels_last", "sync_bn"):
+        if not isinstance(cfg.trainer[key], bool):
+            raise UserError(f"trainer.{key}={cfg.trainer[key]!r} must be true or false.")
 
 
 def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
@@ -219,8 +298,10 @@ def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
         for k, v in OmegaConf.to_container(cfg.data).items()
         if k not in ("root", "download", "workers")
     }
+    model = OmegaConf.to_container(cfg.model)
+    model.pop("checkpointing", None)  # memory, not the experiment: may change on resume
     return {
-        "model": OmegaConf.to_container(cfg.model),
+        "model": model,
         "data": data,
         "optim": OmegaConf.to_container(cfg.optim),
         "schedule": vars(schedule),

@@ -1,34 +1,58 @@
 """The training loop. It knows nothing of Hydra: it gets objects and plain values."""
 
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import TrainBatches
+from .distributed import ALONE, World
 from .records import RunRecord
+from .sampling import EpochPlan
 from .schedule import StepSchedule
 
 
 class Interrupted(Exception):
-    """A stop was asked for (Ctrl-C, SIGTERM); the checkpoint of `iteration` has been saved."""
+    """A stop was asked for (Ctrl-C, SIGTERM, preemption); the checkpoint of `iteration` has
+    been saved."""
 
     def __init__(self, iteration: int):
         super().__init__(iteration)
         self.iteration = iteration
 
 
+class Diverged(Exception):
+    """The training loss is no longer finite; nothing was saved after `iteration`'s record."""
+
+    def __init__(self, iteration: int):
+        super().__init__(iteration)
+        self.iteration = iteration
+
+
+class Batches(Protocol):
+    """A source of training batches: TrainBatches (tensors) or FolderBatches (image folders)."""
+
+    plan: EpochPlan
+    steps_per_epoch: int
+
+    def iterate(self, start_iteration: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
 @dataclass
 class Training:
-    model: nn.Module
+    model: nn.Module  # the bare model: evaluated and saved
+    train_model: nn.Module  # what trains: the model, or DistributedDataParallel around it
+    compiled: Callable | None  # torch.compile(train_model), used for the full-size batches
+    world: World
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     autocast: object  # a reusable context manager: nullcontext or torch.autocast
     schedule: StepSchedule
-    batches: TrainBatches
+    batches: Batches
     eval_sets: dict[str, Iterable]  # "val"/"test" -> its batches, in order
     record: RunRecord
     save: Callable[[int], None]  # writes the checkpoint of an iteration
@@ -56,14 +80,15 @@ def train(t: Training, start: int) -> dict:
         evaluating = it % t.eval_every == 0 or it == total
         if evaluating or it % t.log_every == 0:
             last = {"iteration": it, "epoch": round(it / t.batches.steps_per_epoch, 3), "lr": lr}
-            last |= window.flush()
+            last |= window.flush(t.world)
+            if not math.isfinite(last["train_loss"]):  # the same reduced value on every rank
+                raise Diverged(it)
             if evaluating:
-                for name, split in t.eval_sets.items():
-                    last |= evaluate(t.model, split, t.autocast, prefix=name)
+                last |= evaluate_all(t.model, t.eval_sets, t.autocast, t.world)
                 window.restart_clock()  # images/s counts training only
             t.record.write(last)
 
-        stopping = t.stop_requested()
+        stopping = t.world.any(t.stop_requested())  # every rank stops at the same iteration
         if stopping or it % t.ckpt_every == 0 or it == total:
             t.save(it)
         if stopping:
@@ -72,8 +97,11 @@ def train(t: Training, start: int) -> dict:
 
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
+    # The compiled model is specialised to the full batch; the shorter last batch of an epoch
+    # runs eagerly rather than triggering a second compilation.
+    full = t.compiled is not None and len(x) == t.batches.plan.rank_batch
     with t.autocast:
-        logits = t.model(x)
+        logits = (t.compiled if full else t.train_model)(x)
         loss = F.cross_entropy(logits, y)
     t.optimizer.zero_grad(set_to_none=True)
     if t.scaler is None:
@@ -86,13 +114,22 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
     return loss.detach(), logits.detach()
 
 
+def evaluate_all(model: nn.Module, eval_sets: dict, autocast, world: World) -> dict:
+    world.sync_buffers(model)  # rank 0's BatchNorm statistics, as saved in the checkpoint
+    out = {}
+    for name, split in eval_sets.items():
+        out |= evaluate(model, split, autocast, prefix=name, world=world)
+    return out
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str) -> dict:
+def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str, world=ALONE) -> dict:
     """Loss and top-1 error (%) over a split; top-5 error too when there are over 10 classes
     (ImageNet, CIFAR-100). A 5-D batch holds several crops of each image ([R1]'s 10-crop
-    testing): their softmax outputs are averaged."""
+    testing): their softmax outputs are averaged. Each rank evaluates its shard; the sums are
+    added over ranks, so every image counts once and the error is the same on any world size."""
     model.eval()
-    loss_sum, wrong, wrong5, n = 0.0, 0, 0, 0
+    loss_sum, wrong, wrong5, n, classes, device = 0.0, 0, 0, 0, 0, torch.device("cpu")
     for x, y in batches:
         with autocast:
             logits = model(x.flatten(0, 1) if x.dim() == 5 else x).float()
@@ -104,11 +141,13 @@ def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str) -> dict
         top = logp.topk(min(5, logp.shape[1]), dim=1).indices
         wrong += (top[:, 0] != y).sum()
         wrong5 += (top != y[:, None]).all(1).sum()
-        n += len(y)
+        n, classes, device = n + len(y), logp.shape[1], y.device
     model.train()
-    result = {f"{prefix}_loss": float(loss_sum) / n, f"{prefix}_error": 100.0 * float(wrong) / n}
-    if logp.shape[1] > 10:
-        result[f"{prefix}_top5_error"] = 100.0 * float(wrong5) / n
+    sums = torch.tensor([float(loss_sum), float(wrong), float(wrong5), n], dtype=torch.float64)
+    loss_sum, wrong, wrong5, n = world.all_reduce_sum(sums.to(device)).tolist()
+    result = {f"{prefix}_loss": loss_sum / n, f"{prefix}_error": 100.0 * wrong / n}
+    if classes > 10:
+        result[f"{prefix}_top5_error"] = 100.0 * wrong5 / n
     return result
 
 
@@ -117,22 +156,22 @@ class Window:
     forces a host-device sync, so that happens only when a record is written."""
 
     def __init__(self):
-        self.loss_sum, self.wrong, self.n = 0.0, 0, 0
+        self.sums, self.n = 0, 0  # [loss sum, wrong] on the device after the first add
         self.restart_clock()
 
     def restart_clock(self) -> None:
         self.start = time.perf_counter()
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum = self.loss_sum + loss.float() * len(y)
-        self.wrong = self.wrong + (logits.argmax(1) != y).sum()
+        wrong = (logits.argmax(1) != y).sum()
+        self.sums = self.sums + torch.stack([loss.double() * len(y), wrong.double()])
         self.n += len(y)
 
-    def flush(self) -> dict:
-        record = {
-            "train_loss": float(self.loss_sum) / self.n,
-            "train_error": 100.0 * float(self.wrong) / self.n,
-        }
-        record["images_per_sec"] = self.n / (time.perf_counter() - self.start)
+    def flush(self, world: World) -> dict:
+        """The window's numbers over all ranks: one host-device sync and one all-reduce."""
+        sums = torch.cat([self.sums, self.sums.new_tensor([self.n])])
+        loss_sum, wrong, n = world.all_reduce_sum(sums).tolist()
+        record = {"train_loss": loss_sum / n, "train_error": 100.0 * wrong / n}
+        record["images_per_sec"] = n / (time.perf_counter() - self.start)
         self.__init__()
         return record

@@ -2,20 +2,21 @@
 
 Too large to keep on the device, these are decoded and augmented in worker processes and sent
 as uint8, in pinned memory on CUDA; the device converts and normalises. The order of an epoch
-comes from (seed, epoch), so a resumed run sees the same batches; the random crops come from
-the workers' own generators and are not repeated exactly.
+and each rank's share of it come from the plan of sampling.py, so a resumed run sees the same
+batches; the random crops come from the workers' own generators and are not repeated exactly.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
 from .batches import Normalize
 from .errors import UserError
+from .sampling import EpochPlan, shard
 
 # torchvision's ImageNet statistics, on the 0-255 scale; used for every image folder.
 MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
@@ -82,63 +83,59 @@ def stack_crops(crops) -> torch.Tensor:
     return torch.stack(list(crops))
 
 
-class EpochSampler(Sampler):
-    """One epoch's order from (seed, epoch), beginning at `start` (a resumed run skips what it
-    did without reading it). The loop sets epoch and start before each pass."""
+class PlanBatches(Sampler):
+    """This rank's batches of one epoch of the plan, from the step the loop sets (a resumed
+    run skips what it did without reading it)."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+    def __init__(self, plan: EpochPlan):
+        self.plan, self.epoch, self.step = plan, 0, 0
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.start :].tolist())
+        order = self.plan.order(self.plan.generator(self.epoch))
+        steps = self.plan.steps(self.epoch * self.plan.steps_per_epoch + self.step)
+        for _ in range(len(self)):
+            _, lo, hi = next(steps)
+            yield order[lo:hi].tolist()
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return self.plan.steps_per_epoch - self.step
 
 
-def loader(
-    dataset: Dataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device,
-    sampler: Sampler | None = None,
-) -> DataLoader:
+def loader(dataset: Dataset, workers: int, device: torch.device, **batching) -> DataLoader:
     return DataLoader(
         dataset,
-        batch_size,
-        sampler=sampler,
         num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda",  # with non_blocking copies below
         persistent_workers=workers > 0,
+        **batching,
     )
 
 
 class FolderBatches:
-    """The training batches of an image folder, with TrainBatches' interface."""
+    """This rank's training batches of an image folder, with TrainBatches' interface."""
 
-    def __init__(self, data: FolderData, batch_size: int, seed: int, device: torch.device):
-        self.sampler = EpochSampler(len(data.train), seed)
-        self.loader = loader(data.train, batch_size, data.workers, device, self.sampler)
-        self.batch_size, self.device = batch_size, device
-        self.normalize = Normalize(MEAN, STD, device)
-        self.steps_per_epoch = -(-len(data.train) // batch_size)
+    def __init__(self, data: FolderData, plan: EpochPlan, normalize: Normalize, device):
+        self.sampler = PlanBatches(plan)
+        self.loader = loader(data.train, data.workers, device, batch_sampler=self.sampler)
+        self.device, self.normalize = device, normalize
+        self.steps_per_epoch = plan.steps_per_epoch
 
     def iterate(self, start_iteration: int = 0):
         epoch, step = divmod(start_iteration, self.steps_per_epoch)
         while True:
-            self.sampler.epoch, self.sampler.start = epoch, step * self.batch_size
+            self.sampler.epoch, self.sampler.step = epoch, step
             for x, y in self.loader:
                 yield to_device(x, y, self.normalize, self.device)
             epoch, step = epoch + 1, 0
 
 
 class FolderEval:
-    """The val split in order; with ten_crop, x is batch x 10 x C x H x W."""
+    """This rank's shard of the val split, in order; with ten_crop, x is batch x 10 x C x H x W."""
 
-    def __init__(self, data: FolderData, batch_size: int, device: torch.device):
-        self.loader = loader(data.val, batch_size, data.workers, device)
-        self.normalize, self.device = Normalize(MEAN, STD, device), device
+    def __init__(self, data: FolderData, batch_size: int, normalize: Normalize, device, world):
+        part = Subset(data.val, shard(len(data.val), world))
+        self.loader = loader(part, data.workers, device, batch_size=batch_size)
+        self.normalize, self.device = normalize, device
 
     def __iter__(self):
         for x, y in self.loader:
@@ -146,4 +143,7 @@ class FolderEval:
 
 
 def to_device(x, y, normalize: Normalize, device: torch.device):
-    return normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if x.dim() == 5:  # ten crops: normalised as one batch of images
+        return normalize(x.flatten(0, 1)).unflatten(0, x.shape[:2]), y
+    return normalize(x), y

@@ -8,9 +8,13 @@
   original units its parameters have torchvision's names and shapes.
 """
 
+import contextlib
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .errors import UserError
 from .units import BLOCKS, ResidualUnit, UnitOptions
@@ -26,8 +30,16 @@ IMAGENET_DEPTHS = {  # [R1] table 1: units per stage
 
 
 class ResNet(nn.Module):
-    def __init__(self, arch: str, layers: tuple[int, ...], o: UnitOptions, num_classes: int):
+    def __init__(
+        self,
+        arch: str,
+        layers: tuple[int, ...],
+        o: UnitOptions,
+        num_classes: int,
+        checkpointing: bool = False,
+    ):
         super().__init__()
+        self.checkpointing = checkpointing
         widths = WIDTHS[arch]
         if arch == "cifar":
             self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
@@ -57,14 +69,44 @@ class ResNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         if self.maxpool is not None:
             x = self.maxpool(x)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for s in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{s}")(x)
+            stage = getattr(self, f"layer{s}")
+            if not recompute:
+                x = stage(x)
+                continue
+            # Activation checkpointing: keep only each unit's input and recompute the rest in
+            # the backward pass; memory then grows with the number of units, not of layers.
+            for unit in stage:
+                context = partial(recompute_context, unit)
+                x = checkpoint(unit, x, use_reentrant=False, context_fn=context)
         if self.final_bn is not None:
             x = self.final_bn(x)
         if self.final_relu:
             x = F.relu(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)
+
+
+def recompute_context(unit: nn.Module):
+    return contextlib.nullcontext(), frozen_statistics(unit)
+
+
+@contextlib.contextmanager
+def frozen_statistics(module: nn.Module):
+    """The recomputation normalises with the same batch statistics but must not update the
+    running ones again: the first forward pass already did. Momentum 0 keeps them as they are
+    (the saved tensors are those of the recomputation, so they cannot be swapped for copies)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 def stage_layers(arch: str, depth, block: str) -> tuple[int, ...]:
@@ -114,6 +156,7 @@ def build_model(
     gate_bias: float = 0.0,
     dropout_rate: float = 0.5,
     stride_on: str = "3x3",
+    checkpointing: bool = False,
     num_classes: int = 10,
 ) -> ResNet:
     if block not in BLOCKS:
@@ -130,7 +173,7 @@ def build_model(
         dropout_rate,
         stride_on,
     )
-    return ResNet(arch, layers, options, num_classes)
+    return ResNet(arch, layers, options, num_classes, checkpointing)
 
 
 def count_parameters(model: nn.Module) -> int:

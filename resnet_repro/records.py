@@ -63,6 +63,19 @@ class RunRecord:
         self.metrics.close()
 
 
+class NullRecord:
+    """What ranks other than 0 keep: nothing. Only rank 0 writes the run's records."""
+
+    def step(self, iteration: int, lr: float) -> None:
+        pass
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def format_record(r: dict) -> str:
     parts = [f"it {r['iteration']}", f"epoch {r['epoch']:.1f}", f"lr {r['lr']:g}"]
     if "train_loss" in r:

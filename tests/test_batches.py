@@ -4,9 +4,16 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
+from resnet_repro.distributed import ALONE
+from resnet_repro.sampling import EpochPlan
 
 CPU = torch.device("cpu")
 IDENTITY = Normalize(torch.zeros(3), torch.ones(3), CPU)
+
+
+def train_batches(images, labels, batch_size, seed, augment=True, world=ALONE):
+    plan = EpochPlan(len(labels), batch_size, seed, world)
+    return TrainBatches(images, labels, plan, IDENTITY, CPU, augment)
 
 
 def dataset(n=40):
@@ -16,12 +23,12 @@ def dataset(n=40):
 
 def test_steps_per_epoch_as_the_paper_counts():
     images, labels = torch.zeros(50000, 3, 1, 1, dtype=torch.uint8), torch.zeros(50000).long()
-    assert TrainBatches(images, labels, 128, 0, IDENTITY, CPU).steps_per_epoch == 391
+    assert train_batches(images, labels, 128, 0).steps_per_epoch == 391
 
 
 def test_without_augmentation_batches_are_the_images_reshuffled():
     images, labels = dataset()
-    batches = TrainBatches(images, labels, 16, 0, IDENTITY, CPU, augment=False)
+    batches = train_batches(images, labels, 16, 0, augment=False)
     seen = torch.cat([y for _, y in islice(batches.iterate(), 3)])  # 16 + 16 + 8: one epoch
     assert sorted(seen.tolist()) == list(range(40)) and seen.tolist() != list(range(40))
     x, y = next(batches.iterate())
@@ -30,10 +37,10 @@ def test_without_augmentation_batches_are_the_images_reshuffled():
 
 def test_augmentation_is_a_padded_crop_and_flip_of_the_right_image():
     images, labels = dataset()
-    batches = TrainBatches(images, labels, 40, 3, IDENTITY, CPU)
+    batches = train_batches(images, labels, 40, 3)
     x, y = next(batches.iterate())
     assert x.shape == (40, 3, 32, 32) and x.dtype == torch.float32
-    plan = batches.plan(0)
+    plan = batches.epoch_plan(0)
     padded = F.pad(images, (4, 4, 4, 4))
     for i in range(40):
         dy, dx = int(plan["dy"][i]), int(plan["dx"][i])
@@ -52,13 +59,13 @@ def test_augmentation_is_a_padded_crop_and_flip_of_the_right_image():
 
 def test_resuming_at_any_iteration_gives_the_same_batches():
     images, labels = dataset(50)
-    batches = TrainBatches(images, labels, 16, 1, IDENTITY, CPU)  # 4 steps an epoch
+    batches = train_batches(images, labels, 16, 1)  # 4 steps an epoch
     straight = list(islice(batches.iterate(0), 10))
     for k in (3, 4, 5):  # before, at and after an epoch boundary
         resumed = list(islice(batches.iterate(k), 10 - k))
         for (xa, ya), (xb, yb) in zip(straight[k:], resumed, strict=True):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    other_seed = TrainBatches(images, labels, 16, 2, IDENTITY, CPU)
+    other_seed = train_batches(images, labels, 16, 2)
     assert not torch.equal(next(other_seed.iterate())[1], straight[0][1])
 
 

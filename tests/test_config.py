@@ -66,12 +66,12 @@ def test_default_is_the_paper_recipe():
     [("resnet56", 0), ("resnet110", 400), ("plain110", 400), ("resnet1202", 400)],
 )
 def test_warmup_auto_follows_depth(preset, warmup):
-    assert arguments(load(f"model={preset}"))[3]["warmup_iterations"] == warmup
+    assert arguments(load(f"model={preset}")).schedule["warmup_iterations"] == warmup
 
 
 def test_explicit_warmup_wins():
     cfg = load("model=resnet20", "schedule.warmup_iterations=100")
-    assert arguments(cfg)[3]["warmup_iterations"] == 100
+    assert arguments(cfg).schedule["warmup_iterations"] == 100
 
 
 def test_imagenet_schedule_counts_epochs_and_scales_lr_with_batch():
@@ -82,7 +82,7 @@ def test_imagenet_schedule_counts_epochs_and_scales_lr_with_batch():
         "schedule=imagenet",
         "data.batch_size=512",
     )
-    schedule = make_schedule(cfg, arguments(cfg)[3], steps_per_epoch=2503)
+    schedule = make_schedule(cfg, arguments(cfg).schedule, steps_per_epoch=2503)
     assert schedule.lr == pytest.approx(0.2)  # 0.1 per 256 images, scaled linearly
     assert schedule.iterations == 90 * 2503
     assert schedule.milestones == (30 * 2503, 60 * 2503) and schedule.warmup_iterations == 0

@@ -6,12 +6,16 @@ import pytest
 import torch
 from fixtures import write_jpeg_folder
 
+from resnet_repro.batches import Normalize
 from resnet_repro.data import class_count, load_dataset
+from resnet_repro.distributed import World
 from resnet_repro.engine import evaluate
 from resnet_repro.errors import UserError
-from resnet_repro.folders import FolderBatches, FolderEval
+from resnet_repro.folders import MEAN, STD, FolderBatches, FolderEval
+from resnet_repro.sampling import EpochPlan
 
 CPU = torch.device("cpu")
+NORMALIZE = Normalize(MEAN, STD, CPU)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def test_ten_crop_evaluation(folder):
         torch.equal(x[9][..., a : 32 - b], mirror[..., b : 32 - a])
         for a, b in ((0, 0), (1, 0), (0, 1))
     )
-    split = FolderEval(data, 4, CPU)
+    split = FolderEval(data, 4, NORMALIZE, CPU, World())
     xb, yb = next(iter(split))
     assert xb.shape == (4, 10, 3, 32, 32) and xb.dtype == torch.float32
 
@@ -85,7 +89,8 @@ def test_top5_only_with_many_classes():
 
 def test_batches_follow_a_seeded_order_and_resume(folder):
     data = load(folder, workers=2)
-    batches = FolderBatches(data, 4, seed=0, device=CPU)  # 18 images: 5 steps an epoch
+    plan = EpochPlan(len(data.train), 4, seed=0, world=World())
+    batches = FolderBatches(data, plan, NORMALIZE, CPU)  # 18 images: 5 steps an epoch
     assert batches.steps_per_epoch == 5
     straight = [y for _, y in islice(batches.iterate(0), 8)]
     x, _ = next(batches.iterate(0))

@@ -1,0 +1,152 @@
+"""Every torch.distributed call of the project, behind one small object.
+
+A run learns its rank from the launcher's environment: torchrun's (RANK, WORLD_SIZE,
+LOCAL_RANK), else SLURM's when srun started one task per device (SLURM_PROCID, SLURM_NTASKS,
+SLURM_LOCALID). Without either, the world is one process and nothing here touches
+torch.distributed. The loop and the data sources receive the `World`; no globals.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    launcher: str = "none"  # none | torchrun | slurm
+    # gloo group for the small host-side collectives (stop flags, objects), so that they
+    # never wait on the GPU stream; None in a single process.
+    control: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place; on the tensor's own device (NCCL on GPUs)."""
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any: a stop agreed at the same iteration."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([int(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(t.item())
+
+    def broadcast_object(self, obj):
+        """Rank 0's obj, on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's obj, in rank order, on rank 0 (an empty list elsewhere)."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.size if self.is_main else None
+        dist.gather_object(obj, out, dst=0, group=self.control)
+        return out or []
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """BatchNorm statistics are per rank; rank 0's are the ones evaluated and saved."""
+        if self.distributed:
+            for b in model.buffers():
+                dist.broadcast(b, src=0)
+
+    def replicas_identical(self, model: nn.Module) -> bool:
+        """Whether every rank holds the same parameters (a cheap check by checksums)."""
+        if not self.distributed:
+            return True
+        sums = torch.stack([p.detach().double().sum() for p in model.parameters()])
+        low, high = sums.clone(), sums.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        return bool(torch.equal(low, high))
+
+    def wrap(self, model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+        """The module that trains: DistributedDataParallel over ranks, else the model itself.
+        Parameters, gradients and the checkpoint stay on the bare model (no `module.` prefix)."""
+        if not self.distributed:
+            return model
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+ALONE = World()  # one process, no launcher
+
+
+def world_from_env(env=os.environ) -> World:
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, size = int(env["RANK"]), int(env["WORLD_SIZE"])
+        return World(rank, size, int(env.get("LOCAL_RANK", 0)), "torchrun")
+    in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env
+    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env and in_step:
+        # SLURM_STEP_ID: inside an srun step. A batch script's own shell has SLURM_NTASKS too,
+        # but is one process: there it must train alone, not wait for ranks that never come.
+        rank, size = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+        return World(rank, size, int(env.get("SLURM_LOCALID", 0)), "slurm")
+    return ALONE
+
+
+def rendezvous_env(world: World, env=os.environ) -> dict[str, str]:
+    """MASTER_ADDR and MASTER_PORT for env:// initialisation. torchrun sets them; under srun
+    the first node of the job is the master and the port is derived from the job id, so that
+    every task computes the same values without talking to the others."""
+    out = {k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT") if k in env}
+    if world.launcher == "slurm":
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "localhost")
+        out.setdefault("MASTER_ADDR", first_host(nodes))
+        out.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 20000))
+    return out
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: 'gpu[07-09,12],cpu3' -> 'gpu07'."""
+    m = re.match(r"([^,\[]+)(?:\[([^\]\-,]+))?", nodelist.strip())
+    if not m:
+        raise UserError(f"Cannot read the SLURM node list {nodelist!r}; set MASTER_ADDR.")
+    return m.group(1) + (m.group(2) or "")
+
+
+def start(world: World, device: torch.device) -> World:
+    """Join the process group (NCCL on GPUs, gloo on CPU); a single process joins nothing."""
+    if not world.distributed:
+        return world
+    os.environ.update(rendezvous_env(world))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        rank=world.rank,
+        world_size=world.size,
+        timeout=timedelta(minutes=10),
+        **({"device_id": device} if device.type == "cuda" else {}),
+    )
+    control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
+    return replace(world, control=control)
