@@ -1,0 +1,234 @@
+"""Two gloo ranks on the CPU, started as torchrun and srun start them, against one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, TRAIN
+
+from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
+from resnet_repro.data import load_dataset
+from resnet_repro.distributed import ALONE, World
+from resnet_repro.engine import evaluate
+from resnet_repro.models import build_model
+from resnet_repro.sampling import EpochPlan
+
+pytestmark = pytest.mark.slow
+TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2"]
+ITERATIONS = 60
+# 256 images at a global batch of 32: 8 steps an epoch, 16 images a rank.
+# lr 0.01: at 0.1 a net fitting random labels is chaotic, and float rounding (channels_last
+# or not) alone moves the weights by 0.2 in 60 steps, hiding what the test is after.
+ARGS = [
+    *TINY,
+    "optim.lr=0.01",
+    f"schedule.iterations={ITERATIONS}",
+    "trainer.log_every=5",
+    "trainer.eval_every=20",
+    "trainer.ckpt_every=5",
+]
+
+
+def launch(*args, cwd=None, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
+    return subprocess.run(
+        [*TORCHRUN, *TRAIN, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env | {"PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """One uninterrupted 2-rank run, with Hydra's default (clock-named) run directory."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    r = launch(*ARGS, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return cwd
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    return sorted(p.parent for p in (cwd / "outputs").rglob("metrics.jsonl"))
+
+
+def test_one_run_directory_and_one_set_of_records(two_ranks):
+    [run_dir] = run_dirs(two_ranks)
+    days = list((two_ranks / "outputs").iterdir())
+    assert len(days) == 1 and [p for p in days[0].iterdir()] == [run_dir]  # no empty twin
+    assert [m["iteration"] for m in metrics(run_dir)] == list(range(5, ITERATIONS + 1, 5))
+    assert len(list((run_dir / "tensorboard").iterdir())) == 1
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("| test err") == ITERATIONS // 20 and log.count("done:") == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["launcher"] == "torchrun"
+    assert summary["replicas_identical"] is True
+
+
+def test_two_ranks_train_as_one_process_averaging_two_half_batches(two_ranks):
+    [run_dir] = run_dirs(two_ranks)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # no DDP prefix
+
+    # The same thing by hand: each step, the two ranks' halves of the global batch, each with
+    # its own BatchNorm statistics, their gradients averaged.
+    torch.manual_seed(0)
+    model = build_model(8).to(memory_format=torch.channels_last)  # as resnet-train runs it
+    data = load_dataset("synthetic", train_size=256, test_size=128)
+    cpu = torch.device("cpu")
+    normalize = Normalize(*channel_stats(data.train_images), cpu, torch.channels_last)
+    halves = [
+        TrainBatches(
+            data.train_images,
+            data.train_labels,
+            EpochPlan(256, 32, 0, World(rank, 2)),
+            normalize,
+            cpu,
+        ).iterate(0)
+        for rank in (0, 1)
+    ]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran (trainer.threads=1): the same float sums
+    try:
+        for _ in range(ITERATIONS):
+            opt.zero_grad()
+            for half in halves:
+                x, y = next(half)
+                (F.cross_entropy(model(x), y) / 2).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ckpt["model"][name], p.detach(), rtol=1e-4, atol=1e-5)
+
+    # And a 2-rank evaluation reports what one process reports for the saved model.
+    model.load_state_dict(ckpt["model"])
+    test = EvalBatches(data.test_images, data.test_labels, 1000, normalize, cpu)
+    alone = evaluate(model, test, torch.autocast("cpu", enabled=False), "test", ALONE)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_error"] == alone["test_error"]
+
+
+def test_a_killed_two_rank_run_resumes_to_the_same_parameters(two_ranks, tmp_path):
+    [straight] = run_dirs(two_ranks)
+    run_dir = tmp_path / "run"
+    args = [*ARGS, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(
+        [*TORCHRUN, *TRAIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    for pid in [*descendants(proc.pid), proc.pid]:  # the ranks (own sessions) and the agent
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    stopped_at = torch.load(ckpt, weights_only=True)["iteration"]
+    assert 0 < stopped_at < ITERATIONS
+
+    r = launch(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from iteration {stopped_at}" in r.stderr + r.stdout
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert a["iteration"] == b["iteration"] == ITERATIONS
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [m["iteration"] for m in metrics(run_dir)] == [m["iteration"] for m in metrics(straight)]
+
+
+def descendants(pid: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def srun_like(args: list[str], job_id: int) -> list[subprocess.Popen]:
+    """Two tasks started as srun starts them: SLURM's variables, no torchrun."""
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_STEP_ID": "0",
+        "SLURM_JOB_ID": str(job_id),
+        "SLURM_JOB_NODELIST": "localhost",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return [
+        subprocess.Popen(
+            [*TRAIN, *args],
+            env=base | slurm | {"SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+
+
+def test_srun_tasks_train_together_and_stop_together(tmp_path):
+    # SIGTERM reaches rank 1 only: both ranks stop at the same iteration, rank 0 saves.
+    run_dir = tmp_path / "run"
+    args = [*TINY, "schedule.iterations=400", "trainer.ckpt_every=1000", "trainer.log_every=10"]
+    tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=os.getpid())
+    while not (run_dir / "metrics.jsonl").exists() and tasks[0].poll() is None:
+        time.sleep(0.02)
+    tasks[1].send_signal(signal.SIGTERM)
+    outs = [t.communicate(timeout=120) for t in tasks]
+    assert [t.returncode for t in tasks] == [130, 130], outs
+    assert "stopped after iteration" in outs[0][1] and "stopped" not in outs[1][1]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert 0 < ckpt["iteration"] < 400 and len(ckpt["rng_ranks"]) == 2
+
+    tasks = srun_like([*args, "schedule.iterations=420", f"hydra.run.dir={run_dir}"], 1)
+    outs = [t.communicate(timeout=300) for t in tasks]
+    assert [t.returncode for t in tasks] == [2, 2]  # a changed schedule: refused on every rank
+    assert "different experiment" in outs[0][1]
+
+
+def test_batch_the_ranks_cannot_share(tmp_path):
+    r = launch(*TINY, "data.batch_size=33", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0 and "must divide evenly over the 2 ranks" in r.stderr
+    assert "resnet_repro/" not in r.stderr  # torchrun reports the failed ranks; we add no trace
+    assert not (tmp_path / "run").exists()
+
+
+def test_sync_bn_is_refused_on_cpu(tmp_path):
+    r = launch(*TINY, "trainer.sync_bn=true", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0 and "needs CUDA GPUs" in r.stderr
+
+
+def test_images_per_rank_add_up(two_ranks):
+    [run_dir] = run_dirs(two_ranks)
+    first = metrics(run_dir)[0]
+    assert first["epoch"] == 0.625  # 5 of 8 steps: the global batch counts
+    assert list(islice(metrics(run_dir), 1))[0]["train_loss"] > 0
