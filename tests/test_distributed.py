@@ -69,7 +69,8 @@ def test_ranks_split_every_global_batch_of_the_one_plan(size):
         assert [p[1:] for p in parts] == sorted(p[1:] for p in parts)  # rank order
         assert parts[0][1] == lo and parts[-1][2] == hi  # together, exactly the batch
         assert all(a[2] == b[1] for a, b in zip(parts, parts[1:], strict=False))
-        assert max(h - l for _, l, h in parts) - min(h - l for _, l, h in parts) <= 1
+        sizes = [hi - lo for _, lo, hi in parts]
+        assert max(sizes) - min(sizes) <= 1
     assert plans[0].rank_batch == batch // size
 
 
