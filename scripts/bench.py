@@ -1,101 +1,268 @@
-"""Training speed, images per second: (a) the bare step against (b) resnet-train end to end.
+"""Training speed and memory, as Markdown tables: `make bench`, or one part at a time:
 
-(a) forward, backward and optimizer step on one pre-made batch already on the device;
-(b) `resnet-train` itself, as a subprocess: data pipeline, augmentation, metrics and logging,
-    counted over training iterations only (its metrics.jsonl excludes evaluation time).
-Both are measured in this one run, alternately, and the best of `--repeats` is kept, so the
-ratio b/a means something on a shared, noisy machine.
+    python scripts/bench.py --parts pipeline settings memory depth compile ddp
 
-    python scripts/bench.py --models resnet20 resnet56 resnet110 --steps 30
+- pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
+  DataLoader, fp32) at its best worker count, against resnet-train with the settings a real
+  run gets by default (channels_last, compiled), end to end, and its own bare step; on the
+  real CIFAR-10 copy in ../shared/data.
+- settings: each setting's contribution to the bare step (fp32, channels_last, compile, bf16).
+- memory: the peak memory of a training step above the process's baseline, with and without
+  activation checkpointing, and the time per step.
+- depth: time per iteration against depth, 20 to 1202.
+- compile: torch.compile's compile time against depth, with an empty compile cache.
+- ddp: 2 gloo ranks of 1 thread against 1 process of 2 threads, the same global batch.
+
+Every ratio is of numbers measured in this one run (the machines are shared and noisy); each
+table names the CPU. The bare step: forward, backward and SGD step on one batch already on the
+device. End to end: resnet-train as a subprocess, training time only (its metrics.jsonl leaves
+evaluation out), the first window dropped.
 """
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from classic_cifar import images_per_sec as classic_speed
 
+from resnet_repro.data import load_dataset
 from resnet_repro.models import build_model
+from resnet_repro.runtime import cpu_name
 
-DEPTHS = {"resnet20": 20, "resnet56": 56, "resnet110": 110}
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+BIN = Path(sys.executable).parent
+THREADS = os.cpu_count()
 
 
-def bare_step(depth: int, batch_size: int, warmup: int, steps: int, device: str) -> float:
+def bare_step(depth, steps, channels_last=True, compile=False, precision="fp32", **model):
+    """Images/s of the bare step at batch 128, and the seconds the first step took more."""
     torch.manual_seed(0)
-    model = build_model(depth).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(device)
-            t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = build_model(depth, **model).to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (128,))
+    fn = torch.compile(net) if compile else net
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+
+    def step():
+        with torch.autocast("cpu", dtype=dtype, enabled=precision == "bf16"):
+            loss = F.cross_entropy(fn(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    sync(device)
-    return steps * batch_size / (time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - t0) / steps
+    return 128 / per_step, first - per_step
 
 
-def end_to_end(model: str, batch_size: int, warmup: int, steps: int, device: str) -> float:
-    """resnet-train on synthetic data; windows of `warmup` iterations, the first one dropped."""
+def end_to_end(overrides: list[str], window: int, windows: int, launcher=()) -> float:
     run_dir = Path(tempfile.mkdtemp(prefix="bench-"))
-    windows = -(-steps // warmup)
     cmd = [
-        shutil.which("resnet-train") or "resnet-train",
-        f"model={model}",
-        "data=synthetic",
-        "data.test_size=500",
-        f"data.batch_size={batch_size}",
-        f"trainer.device={device}",
-        f"schedule.iterations={warmup * (windows + 1)}",
-        f"trainer.log_every={warmup}",
+        *launcher,
+        str(BIN / "resnet-train"),
+        *overrides,
+        f"schedule.iterations={window * (windows + 1)}",
+        f"trainer.log_every={window}",
         "trainer.eval_every=1000000",
         "trainer.ckpt_every=1000000",
         f"hydra.run.dir={run_dir}",
     ]
-    subprocess.run(cmd, check=True, capture_output=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(run_dir)
-    speeds = [r["images_per_sec"] for r in records[1:]]
+    speeds = [m["images_per_sec"] for m in records[1:]]
     return len(speeds) / sum(1 / s for s in speeds)  # equal windows: harmonic mean
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    print(f"\n### {title}\n\nCPU: {cpu_name()}, {THREADS} threads, batch 128\n")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+
+
+def pipeline(args) -> None:
+    root = Path(tempfile.mkdtemp(prefix="cifar10-"))
+    with tarfile.open(CIFAR_JPEG) as tar:
+        tar.extractall(root, filter="data")
+    data = load_dataset("cifar10", root=str(root), download=False)  # decodes once, caches
+    rows = []
+    for depth in args.depths:
+        steps = max(5, args.steps * 20 // depth)
+        classic = {w: classic_speed(data, depth, w, steps) for w in (0, 1, 2)}
+        best = max(classic, key=classic.get)
+        bare, _ = bare_step(depth, steps, compile=True)
+        e2e = end_to_end(
+            [f"model=resnet{depth}", f"data.root={root}", "trainer.compile=true"], steps, 2
+        )
+        rows.append(
+            [f"resnet{depth}"]
+            + [f"{classic[w]:.0f}" for w in (0, 1, 2)]
+            + [f"{e2e:.0f}", f"{e2e / classic[best]:.2f}x", f"{bare:.0f}", f"{e2e / bare:.0%}"]
+        )
+    shutil.rmtree(root)
+    header = ["model", "classic, 0 workers", "1 worker", "2 workers", "resnet-train"]
+    header += ["vs classic's best", "its bare step", "end to end / bare"]
+    table("resnet-train against the classic pipeline, real CIFAR-10 (img/s)", header, rows)
+
+
+def settings(args) -> None:
+    combos = [
+        ("fp32", dict(channels_last=False)),
+        ("fp32 + channels_last", dict()),
+        ("fp32 + channels_last + compile", dict(compile=True)),
+        ("bf16", dict(channels_last=False, precision="bf16")),
+        ("bf16 + channels_last", dict(precision="bf16")),
+        ("bf16 + channels_last + compile", dict(precision="bf16", compile=True)),
+    ]
+    rows, base = [], None
+    for name, kw in combos:
+        speed, extra = bare_step(20, args.steps, **kw)
+        overrides = [
+            "data=synthetic",
+            f"trainer.channels_last={kw.get('channels_last', True)}",
+            f"trainer.compile={kw.get('compile', False)}",
+            f"trainer.precision={kw.get('precision', 'fp32')}",
+        ]
+        e2e = end_to_end(overrides, args.steps, 2)
+        base = base or e2e
+        compile_s = f"{extra:.0f}" if kw.get("compile") else ""
+        rows.append([name, f"{speed:.0f}", f"{e2e:.0f}", f"{e2e / base:.2f}x", compile_s])
+    header = ["ResNet-20", "bare step img/s", "resnet-train img/s", "vs fp32", "compile s"]
+    table("Each setting's contribution", header, rows)
+
+
+def probe_memory(depth: int, checkpointing: bool) -> None:
+    """Run in a subprocess (see memory): peak resident memory of training steps above the
+    baseline after the model and the batch exist."""
+    torch.manual_seed(0)
+    net = build_model(depth, checkpointing=checkpointing).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,))
+    opt.zero_grad()
+    F.cross_entropy(net(x[:2]), y[:2]).backward()  # gradients and kernels allocated once
+    opt.step()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 2**20)
+
+
+def memory(args) -> None:
+    rows = []
+    for depth in (110, 1202):
+        out = {}
+        for ckpt in (False, True):
+            # Large blocks straight from mmap, so that the resident peak is the live peak,
+            # not what the allocator kept from freed blocks.
+            env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+            cmd = [sys.executable, __file__, "--probe-memory", str(depth), str(int(ckpt))]
+            gib = float(subprocess.run(cmd, env=env, capture_output=True, text=True).stdout)
+            speed, _ = bare_step(depth, max(2, args.steps * 10 // depth), checkpointing=ckpt)
+            out[ckpt] = (gib, 128 / speed)
+        (m0, t0), (m1, t1) = out[False], out[True]
+        rows.append(
+            [f"resnet{depth}", f"{m0:.2f}", f"{m1:.2f}", f"{m0 / m1:.1f}x less"]
+            + [f"{t0:.2f}", f"{t1:.2f}", f"{t1 / t0 - 1:+.0%}"]
+        )
+    header = ["model", "peak GiB", "checkpointed GiB", "memory", "s/step", "checkpointed"]
+    table("Activation checkpointing", header + ["time"], rows)
+
+
+def depth_scaling(args) -> None:
+    rows, first = [], None
+    for depth in (20, 32, 44, 56, 110, 1202):
+        speed, _ = bare_step(depth, max(2, args.steps * 20 // depth))
+        per_it = 128 / speed
+        first = first or per_it / depth
+        rows.append(
+            [
+                depth,
+                f"{per_it:.3f}",
+                f"{per_it / depth * 1000:.2f}",
+                f"{per_it / depth / first:.2f}",
+            ]
+        )
+    header = ["depth", "s/iteration", "ms per layer", "per layer vs ResNet-20"]
+    table("Time per iteration against depth (bare step, channels_last, fp32)", header, rows)
+
+
+def compile_time(args) -> None:
+    rows = []
+    for depth in args.compile_depths:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
+        torch._dynamo.reset()
+        steps = max(2, args.steps * 10 // depth)
+        eager, _ = bare_step(depth, steps)
+        compiled, seconds = bare_step(depth, steps, compile=True)
+        saving = 128 / eager - 128 / compiled
+        even = f"{seconds / saving:.0f}" if saving > 0 else "never"
+        rows.append([depth, f"{seconds:.0f}", f"{eager:.0f}", f"{compiled:.0f}", even])
+    header = ["depth", "compile s", "eager img/s", "compiled img/s", "break-even iterations"]
+    table("torch.compile against depth (channels_last, fp32, empty cache)", header, rows)
+
+
+def ddp(args) -> None:
+    rows = []
+    for depth in (20, 56):
+        common = [f"model=resnet{depth}", "data=synthetic", "trainer.compile=false"]
+        steps = max(5, args.steps * 20 // depth)
+        one = end_to_end([*common, f"trainer.threads={THREADS}"], steps, 2)
+        torchrun = [str(BIN / "torchrun"), f"--nproc_per_node={THREADS}"]
+        two = end_to_end([*common, "trainer.threads=1"], steps, 2, launcher=torchrun)
+        rows.append([f"resnet{depth}", f"{one:.0f}", f"{two:.0f}", f"{two / one:.0%}"])
+    header = ["model", f"1 process x {THREADS} threads", f"{THREADS} gloo ranks x 1 thread"]
+    table("DDP on the CPU, global batch 128 (img/s)", header + ["ratio"], rows)
+
+
+PARTS = {
+    "pipeline": pipeline,
+    "settings": settings,
+    "memory": memory,
+    "depth": depth_scaling,
+    "compile": compile_time,
+    "ddp": ddp,
+}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(DEPTHS), choices=list(DEPTHS))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=5, help="untimed iterations before timing")
-    p.add_argument("--steps", type=int, default=20, help="timed iterations")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    p.add_argument("--depths", nargs="+", type=int, default=[20, 56, 110])
+    p.add_argument("--compile-depths", nargs="+", type=int, default=[20, 56, 110, 1202])
+    p.add_argument("--steps", type=int, default=20, help="timed iterations at depth 20")
+    p.add_argument("--probe-memory", nargs=2, type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
-
-    print(
-        f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-        f"{args.steps} timed iterations, best of {args.repeats}"
-    )
-    print("| model | (a) bare step img/s | (b) resnet-train img/s | b/a |\n|---|---|---|---|")
-    for name in args.models:
-        a = b = 0.0
-        for _ in range(args.repeats):
-            a = max(
-                a, bare_step(DEPTHS[name], args.batch_size, args.warmup, args.steps, args.device)
-            )
-            b = max(b, end_to_end(name, args.batch_size, args.warmup, args.steps, args.device))
-        print(f"| {name} | {a:.0f} | {b:.0f} | {b / a:.1%} |", flush=True)
+    if args.probe_memory:
+        return probe_memory(args.probe_memory[0], bool(args.probe_memory[1]))
+    torch.set_num_threads(THREADS)
+    print(f"torch {torch.__version__}; {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M')}")
+    for part in args.parts:
+        PARTS[part](args)
 
 
 if __name__ == "__main__":

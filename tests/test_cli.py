@@ -140,6 +140,14 @@ BAD = {
     "bottleneck": (["model.block=bottleneck", "model.depth=14"], "9n+2 with n >= 1"),
     "no-folder": (["data=imagefolder", "data.root={empty}"], "No image folder at data.root"),
     "unset-root": (["data=imagenet"], "data.root must be given"),
+    "sync-bn-cpu": (["trainer.sync_bn=true", "trainer.device=cpu"], "needs CUDA GPUs"),
+    "fp16-cpu": (["trainer.precision=fp16", "trainer.device=cpu"], "on a CPU use bf16"),
+    "precision": (["trainer.precision=half"], "use auto, fp32, bf16, fp16"),
+    "compile": (["trainer.compile=maybe"], "auto, true or false"),
+    "compile-checkpointing": (
+        ["trainer.compile=true", "model.checkpointing=true"],
+        "cannot be combined with model.checkpointing",
+    ),
 }
 
 
@@ -221,3 +229,40 @@ def test_checkpoint_that_does_not_fit_the_model(tmp_path):
     r = run_cli(*args)
     assert r.returncode == 2 and "does not fit the model" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_bf16_run_learns_on_cpu(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run_cli(
+        *TINY,
+        "data.train_size=64",
+        "data.augment=false",
+        "trainer.precision=bf16",
+        "schedule.iterations=60",
+        "trainer.log_every=10",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert r.returncode == 0, r.stderr
+    records = metrics(run_dir)
+    assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.5  # it fits the images
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["channels_last"] is True
+
+
+def test_compiled_run_with_a_short_last_batch(tmp_path):
+    # 80 images at 32: batches of 32, 32 and 16; the compiled model takes the full ones.
+    run_dir = tmp_path / "run"
+    r = run_cli(
+        *TINY,
+        "data.train_size=80",
+        "trainer.compile=true",
+        "schedule.iterations=6",
+        "trainer.log_every=3",
+        "trainer.eval_every=3",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["compile"] is True and summary["iteration"] == 6
+    assert [m["iteration"] for m in metrics(run_dir)] == [3, 6]
+    assert 0 <= summary["test_error"] <= 100

@@ -94,3 +94,28 @@ def test_imagenet_experiment_sets_the_axes_and_model_can_be_chosen():
     assert (cfg.model.arch, cfg.model.depth, cfg.data.name) == ("imagenet", 34, "imagenet")
     assert cfg.schedule.epochs == 90 and cfg.data.batch_size == 256
     assert load("experiment=imagenet").model.depth == 50
+
+
+def test_slurm_launcher_config_composes():
+    # hydra/launcher=slurm: one SLURM job per run of a sweep, one task per GPU, requeued.
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.nodes == 1
+    assert launcher.max_num_timeout > 0 and launcher.signal_delay_s >= 60
+    assert launcher.submitit_folder.endswith("/.submitit/%j")  # beside the sweep
+    from hydra.utils import instantiate  # the plugin takes these settings as they are
+
+    built = instantiate(launcher)
+    assert built.params["tasks_per_node"] == 4 and built.params["max_num_timeout"] == 20
+
+
+def test_trainer_defaults_are_the_fast_safe_ones():
+    tr = load().trainer
+    assert (tr.precision, tr.channels_last, tr.compile, tr.sync_bn) == ("auto", True, "auto", False)
+    assert load("model=resnet1202").model.checkpointing is False
