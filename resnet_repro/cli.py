@@ -103,21 +103,22 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     precision = runtime.choose_precision(device, tr.precision)
     torch.manual_seed(tr.seed)  # the same initial weights on every rank
     model = build_model(**s.model, num_classes=class_count(**s.data))
-    data = load_dataset(**s.data)
+    with world.main_first():  # one rank downloads or decodes, the others read its cache
+        data = load_dataset(**s.data)
     memory_format = torch.channels_last if tr.channels_last else torch.contiguous_format
     batches, eval_sets = batch_sources(cfg, data, device, world, memory_format)
     schedule = make_schedule(cfg, s.schedule, batches.steps_per_epoch)
     identity = experiment_identity(cfg, schedule)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    ckpt = checkpoint.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-    if ckpt is not None:
-        checkpoint.check_same_experiment(ckpt.get("config"), identity, run_dir)
-        if ckpt["iteration"] >= schedule.iterations and (run_dir / "summary.json").exists():
-            log.info(
-                f"{run_dir} finished all {schedule.iterations} iterations already; see "
-                f"{run_dir}/summary.json"
-            )
-            return
+    # Rank 0 reads the checkpoint and hands it on: the other ranks (other nodes) need not see
+    # the run directory, and all agree on whether there is anything left to do.
+    ckpt = world.share_from_main(lambda: resume_point(ckpt_path, identity, schedule.iterations))
+    if ckpt == "finished":
+        log.info(
+            f"{run_dir} finished all {schedule.iterations} iterations already; "
+            f"see {run_dir}/summary.json"
+        )
+        return
 
     model.to(device, memory_format=memory_format)
     train_model = world.wrap(model, device, tr.sync_bn)
@@ -192,6 +193,18 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         facts["replicas_identical"] = world.replicas_identical(model)
     if world.is_main:
         write_summary(run_dir, facts, last, wall_before + time.time() - t0)
+
+
+def resume_point(ckpt_path: Path, identity: dict, iterations: int) -> dict | str | None:
+    """The checkpoint to resume from, None to start, or "finished"."""
+    if not ckpt_path.exists():
+        return None
+    ckpt = checkpoint.load_checkpoint(ckpt_path)
+    run_dir = ckpt_path.parents[1]
+    checkpoint.check_same_experiment(ckpt.get("config"), identity, run_dir)
+    if ckpt["iteration"] >= iterations and (run_dir / "summary.json").exists():
+        return "finished"
+    return ckpt
 
 
 def arguments(cfg: DictConfig) -> Settings:

@@ -6,6 +6,7 @@ SLURM_LOCALID). Without either, the world is one process and nothing here touche
 torch.distributed. The loop and the data sources receive the `World`; no globals.
 """
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,39 @@ class World:
         box = [obj]
         dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (it may download or build a cache), then the others; an
+        error of the user's on rank 0 is raised on every rank instead."""
+        if not self.distributed:
+            yield
+        elif self.is_main:
+            try:
+                yield
+            except UserError as e:
+                self.broadcast_object(e)
+                raise
+            self.broadcast_object(None)
+        else:
+            error = self.broadcast_object(None)
+            if error is not None:
+                raise error
+            yield
+
+    def share_from_main(self, read):
+        """Rank 0's read(), on every rank; an error of the user's there is raised everywhere,
+        so that no rank waits for a rank that has stopped."""
+        result = None
+        if self.is_main:
+            try:
+                result = read()
+            except UserError as e:
+                result = e
+        result = self.broadcast_object(result)
+        if isinstance(result, UserError):
+            raise result
+        return result
 
     def gather_objects(self, obj) -> list:
         """Every rank's obj, in rank order, on rank 0 (an empty list elsewhere)."""

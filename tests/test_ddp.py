@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, TRAIN
+from conftest import TINY, TINY_MODEL, TRAIN
 
 from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from resnet_repro.data import load_dataset
@@ -232,3 +232,15 @@ def test_images_per_rank_add_up(two_ranks):
     first = metrics(run_dir)[0]
     assert first["epoch"] == 0.625  # 5 of 8 steps: the global batch counts
     assert list(islice(metrics(run_dir), 1))[0]["train_loss"] > 0
+
+
+def test_a_mistake_seen_by_rank_0_stops_every_rank(tmp_path):
+    # Rank 0 looks for the data first; the others must not wait for it forever.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [*TINY_MODEL, "data=cifar10", "data.download=false", f"data.root={empty}"]
+    tasks = srun_like([*args, f"hydra.run.dir={tmp_path / 'run'}"], job_id=os.getpid() + 1)
+    outs = [t.communicate(timeout=120) for t in tasks]
+    assert [t.returncode for t in tasks] == [2, 2]
+    assert all("No cifar10 data" in err and "Traceback" not in err for _, err in outs)
+    assert not (tmp_path / "run").exists()
