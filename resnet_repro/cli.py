@@ -94,20 +94,9 @@ class Settings:
 
 def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_dir: Path) -> None:
     tr = cfg.trainer
-    if tr.sync_bn and device.type != "cuda":
-        raise UserError(
-            "trainer.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU implementation); "
-            "leave it false for per-rank BatchNorm statistics, as [R1] trained."
-        )
     runtime.configure(device, tr.threads)
     precision = runtime.choose_precision(device, tr.precision)
-    torch.manual_seed(tr.seed)  # the same initial weights on every rank
-    model = build_model(**s.model, num_classes=class_count(**s.data))
-    with world.main_first():  # one rank downloads or decodes, the others read its cache
-        data = load_dataset(**s.data)
-    memory_format = torch.channels_last if tr.channels_last else torch.contiguous_format
-    batches, eval_sets = batch_sources(cfg, data, device, world, memory_format)
-    schedule = make_schedule(cfg, s.schedule, batches.steps_per_epoch)
+    model, data, batches, eval_sets, schedule = build(cfg, s, device, world)
     identity = experiment_identity(cfg, schedule)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     # Rank 0 reads the checkpoint and hands it on: the other ranks (other nodes) need not see
@@ -115,12 +104,11 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     ckpt = world.share_from_main(lambda: resume_point(ckpt_path, identity, schedule.iterations))
     if ckpt == "finished":
         log.info(
-            f"{run_dir} finished all {schedule.iterations} iterations already; "
-            f"see {run_dir}/summary.json"
+            f"{run_dir} finished all {schedule.iterations} iterations already; see "
+            f"{run_dir}/summary.json"
         )
         return
 
-    model.to(device, memory_format=memory_format)
     train_model = world.wrap(model, device, tr.sync_bn)
     optimizer = torch.optim.SGD(model.parameters(), **s.optim)
     scaler = runtime.grad_scaler(device, precision)
@@ -141,13 +129,7 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    log.info(
-        f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
-        f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on "
-        f"{facts['data']}, {world.size} x {device}, {precision}"
-        f"{', compiled' if compiled else ''}; run directory {run_dir}"
-        + (f"; resuming from iteration {start}" if start else "")
-    )
+    announce(facts, world, run_dir, start)
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
 
     def save(iteration: int) -> None:
@@ -193,6 +175,40 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         facts["replicas_identical"] = world.replicas_identical(model)
     if world.is_main:
         write_summary(run_dir, facts, last, wall_before + time.time() - t0)
+
+
+def build(cfg: DictConfig, s: Settings, device: torch.device, world: World):
+    """The model on its device, the data, this rank's batches and the schedule."""
+    if cfg.trainer.sync_bn and device.type != "cuda":
+        raise UserError(
+            "trainer.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU implementation); "
+            "leave it false for per-rank BatchNorm statistics, as [R1] trained."
+        )
+    torch.manual_seed(cfg.trainer.seed)  # the same initial weights on every rank
+    model = build_model(**s.model, num_classes=class_count(**s.data))
+    with world.main_first():  # one rank downloads or decodes, the others read its cache
+        data = load_dataset(**s.data)
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    batches, eval_sets = batch_sources(cfg, data, device, world, memory_format)
+    schedule = make_schedule(cfg, s.schedule, batches.steps_per_epoch)
+    return model, data, batches, eval_sets, schedule
+
+
+def announce(facts: dict, world: World, run_dir: Path, start: int) -> None:
+    log.info(
+        f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
+        f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on "
+        f"{facts['data']}, {world.size} x {facts['device']}, {facts['precision']}"
+        f"{', compiled' if facts['compile'] else ''}; run directory {run_dir}"
+        + (f"; resuming from iteration {start}" if start else "")
+    )
+    cpu = facts["device"] == "cpu"
+    if cpu and facts["precision"] == "fp32" and facts["hardware"]["cpu_bf16"]:
+        log.info(
+            "This CPU computes bf16 natively: trainer.precision=bf16 may train much faster "
+            "here (see docs/speed.md)."
+        )
 
 
 def resume_point(ckpt_path: Path, identity: dict, iterations: int) -> dict | str | None:

@@ -89,9 +89,20 @@ def choose_compile(setting, device: torch.device, iterations: int, checkpointing
 def hardware(device: torch.device) -> dict:
     """What the run ran on, for summary.json: speeds mean little without it."""
     facts = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    facts["cpu_bf16"] = cpu_has_bf16()
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
     return facts
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX or AVX-512 BF16), where bf16 autocast
+    can be much faster than fp32 (docs/speed.md); elsewhere it is emulated, and slower."""
+    try:
+        flags = next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def cpu_name() -> str:
