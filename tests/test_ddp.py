@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY, TINY_MODEL, TRAIN
+from fixtures import write_jpeg_folder
 
 from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from resnet_repro.data import load_dataset
@@ -244,3 +245,30 @@ def test_a_mistake_seen_by_rank_0_stops_every_rank(tmp_path):
     assert [t.returncode for t in tasks] == [2, 2]
     assert all("No cifar10 data" in err and "Traceback" not in err for _, err in outs)
     assert not (tmp_path / "run").exists()
+
+
+def test_two_ranks_on_an_image_folder(tmp_path):
+    # The DataLoader pipeline takes its share of the same plan: 18 images, a global batch of
+    # 6 (3 a rank), 3 steps an epoch; 9 val images evaluated as 5 + 4.
+    root = write_jpeg_folder(tmp_path / "jpegs")
+    run_dir = tmp_path / "run"
+    r = launch(
+        "model=resnet18",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.crop_size=32",
+        "data.resize_size=36",
+        "data.workers=0",
+        "data.batch_size=6",
+        "schedule=imagenet",
+        "schedule.epochs=2",
+        "trainer.log_every=3",
+        "trainer.eval_every=3",
+        "trainer.threads=1",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iteration"] == 6 and summary["world_size"] == 2
+    assert summary["val_error"] in {100 * k / 9 for k in range(10)}  # counted over all 9
+    assert [m["iteration"] for m in metrics(run_dir)] == [3, 6]
