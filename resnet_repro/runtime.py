@@ -26,7 +26,10 @@ def select_device(device: str, local_rank: int = 0) -> torch.device:
                 f"trainer.device={device} but PyTorch sees no CUDA GPU on this machine. "
                 "Use trainer.device=cpu (or auto, which picks a GPU when there is one)."
             )
-        return torch.device(device if ":" in device else f"cuda:{local_rank}")
+        if ":" in device:
+            return torch.device(device)
+        # A task bound to its own GPU (srun --gpus-per-task=1) sees one device, cuda:0.
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if device == "cpu":
         return torch.device("cpu")
     raise UserError(f"trainer.device={device!r} is unknown; use auto, cpu, cuda or cuda:N.")
