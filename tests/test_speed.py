@@ -87,9 +87,11 @@ def test_precision_choices():
 
 
 def test_compile_choices():
-    short, long = runtime.COMPILE_AFTER["cpu"] - 1, runtime.COMPILE_AFTER["cpu"]
-    assert not runtime.choose_compile("auto", CPU, short, checkpointing=False)
-    assert runtime.choose_compile("auto", CPU, long, checkpointing=False)
+    gpu = torch.device("cuda", 0)  # the choice only; nothing runs on it
+    short, long = runtime.COMPILE_AFTER["cuda"] - 1, runtime.COMPILE_AFTER["cuda"]
+    assert not runtime.choose_compile("auto", gpu, short, checkpointing=False)
+    assert runtime.choose_compile("auto", gpu, long, checkpointing=False)
+    assert not runtime.choose_compile("auto", CPU, 10**6, checkpointing=False)  # measured
     assert runtime.choose_compile(True, CPU, 1, checkpointing=False)
     assert not runtime.choose_compile(False, CPU, 10**6, checkpointing=False)
     assert not runtime.choose_compile("auto", CPU, 10**6, checkpointing=True)
