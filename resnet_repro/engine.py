@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import ALONE, World
-from .records import RunRecord
+from .records import NullRecord, RunRecord
 from .sampling import EpochPlan
 from .schedule import StepSchedule
 
@@ -54,7 +54,7 @@ class Training:
     schedule: StepSchedule
     batches: Batches
     eval_sets: dict[str, Iterable]  # "val"/"test" -> its batches, in order
-    record: RunRecord
+    record: RunRecord | NullRecord  # NullRecord off rank 0
     save: Callable[[int], None]  # writes the checkpoint of an iteration
     stop_requested: Callable[[], bool]
     log_every: int
