@@ -116,7 +116,11 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     if world.rank and not ckpt:  # each rank its own stream for dropout shortcuts
         torch.manual_seed(tr.seed * 1_000_003 + world.rank)
     compiled = runtime.choose_compile(
-        tr.compile, device, schedule.iterations - start, s.model.get("checkpointing", False)
+        tr.compile,
+        device,
+        schedule.iterations - start,
+        s.model.get("checkpointing", False),
+        s.model["depth"],
     )
     facts = describe(cfg, model, data, device) | {
         "precision": precision,
@@ -146,7 +150,7 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     training = Training(
         model=model,
         train_model=train_model,
-        compiled=torch.compile(train_model) if compiled else None,
+        compiled=runtime.compile_model(train_model, s.model["depth"]) if compiled else None,
         world=world,
         optimizer=optimizer,
         scaler=scaler,

@@ -3,6 +3,7 @@
 import contextlib
 import platform
 import signal
+import sys
 
 import torch
 
@@ -14,6 +15,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # are compiled and tests and short trials start at once. Not on CPUs: there, end to end, the
 # compiled step was measured no faster than the eager one (docs/speed.md), whatever the length.
 COMPILE_AFTER = {"cuda": 20_000}
+# Nor nets deeper than this: compiling ResNet-110 took 45 s here, ResNet-1202 over 10 minutes,
+# and at Python's default recursion limit inductor fails on it (RecursionError).
+COMPILE_MAX_DEPTH = 200
 
 
 def select_device(device: str, local_rank: int = 0) -> torch.device:
@@ -73,7 +77,9 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | 
     return None
 
 
-def choose_compile(setting, device: torch.device, iterations: int, checkpointing: bool) -> bool:
+def choose_compile(
+    setting, device: torch.device, iterations: int, checkpointing: bool, depth: int = 0
+) -> bool:
     if setting not in ("auto", True, False):
         raise UserError(f"trainer.compile={setting!r} is unknown; use auto, true or false.")
     if checkpointing:
@@ -85,8 +91,16 @@ def choose_compile(setting, device: torch.device, iterations: int, checkpointing
             )
         return False
     if setting == "auto":
-        return device.type in COMPILE_AFTER and iterations >= COMPILE_AFTER[device.type]
+        long_run = device.type in COMPILE_AFTER and iterations >= COMPILE_AFTER[device.type]
+        return long_run and depth <= COMPILE_MAX_DEPTH
     return setting
+
+
+def compile_model(model: torch.nn.Module, depth: int):
+    # Inductor walks the graph recursively: a 1202-layer net needs more than Python's default
+    # recursion limit of 1000 frames.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 50 * depth))
+    return torch.compile(model)
 
 
 def hardware(device: torch.device) -> dict:

@@ -272,3 +272,17 @@ def test_two_ranks_on_an_image_folder(tmp_path):
     assert summary["iteration"] == 6 and summary["world_size"] == 2
     assert summary["val_error"] in {100 * k / 9 for k in range(10)}  # counted over all 9
     assert [m["iteration"] for m in metrics(run_dir)] == [3, 6]
+
+
+def test_a_loss_that_is_not_finite_stops_every_rank(tmp_path):
+    run_dir = tmp_path / "run"
+    r = launch(
+        *TINY,
+        "optim.lr=nan",
+        "schedule.iterations=20",
+        "trainer.log_every=2",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert r.returncode != 0 and "not finite at iteration 2" in r.stderr
+    assert "exitcode  : 1" in r.stderr  # both ranks: exit 1, neither waits for the other
+    assert not (run_dir / "summary.json").exists()

@@ -92,6 +92,7 @@ def test_compile_choices():
     assert not runtime.choose_compile("auto", gpu, short, checkpointing=False)
     assert runtime.choose_compile("auto", gpu, long, checkpointing=False)
     assert not runtime.choose_compile("auto", CPU, 10**6, checkpointing=False)  # measured
+    assert not runtime.choose_compile("auto", gpu, 10**6, checkpointing=False, depth=1202)
     assert runtime.choose_compile(True, CPU, 1, checkpointing=False)
     assert not runtime.choose_compile(False, CPU, 10**6, checkpointing=False)
     assert not runtime.choose_compile("auto", CPU, 10**6, checkpointing=True)
