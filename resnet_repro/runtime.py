@@ -15,8 +15,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # are compiled and tests and short trials start at once. Not on CPUs: there, end to end, the
 # compiled step was measured no faster than the eager one (docs/speed.md), whatever the length.
 COMPILE_AFTER = {"cuda": 20_000}
-# Nor nets deeper than this: compiling ResNet-110 took 45 s here, ResNet-1202 over 10 minutes,
-# and at Python's default recursion limit inductor fails on it (RecursionError).
+# Nor nets deeper than this: compiling ResNet-110 took 45 s here, ResNet-1202 14 minutes (after
+# failing with a RecursionError at Python's default limit), and then it ran slower than eager.
 COMPILE_MAX_DEPTH = 200
 
 
