@@ -36,7 +36,7 @@ from classic_cifar import images_per_sec as classic_speed
 
 from resnet_repro.data import load_dataset
 from resnet_repro.models import build_model
-from resnet_repro.runtime import cpu_name
+from resnet_repro.runtime import compile_model, cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -52,7 +52,7 @@ def bare_step(depth, steps, channels_last=True, compile=False, precision="fp32",
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(128, 3, 32, 32).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (128,))
-    fn = torch.compile(net) if compile else net
+    fn = compile_model(net, depth) if compile else net
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     def step():
