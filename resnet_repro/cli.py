@@ -19,7 +19,7 @@ from .engine import Diverged, Interrupted, Training, evaluate_all, train
 from .errors import UserError, check_keys
 from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
 from .models import build_model, count_flops, count_parameters
-from .records import NullRecord, RunRecord, remove_if_untouched, write_summary
+from .records import NullRecord, RunRecord, remove_if_empty, remove_if_untouched, write_summary
 from .sampling import EpochPlan
 from .schedule import StepSchedule
 
@@ -42,23 +42,24 @@ def main(cfg: DictConfig) -> None:
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 alone logs; others only warn
     hydra_dir = run_dir = Path(HydraConfig.get().runtime.output_dir)
+    started = False
     try:
         # Everything a user can get wrong in the config is checked before anything is written.
         settings = arguments(cfg)
         device = runtime.select_device(cfg.trainer.device, world.local_rank)
-        world = distributed.start(world, device)
+        world, started = distributed.start(world, device), True
         # Hydra made a run directory in every process, named by each one's own clock: rank 0's
-        # is the run's; another rank's, if it differs, is empty (conf/config.yaml writes nothing
-        # there off rank 0) and goes.
+        # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
+        # rank 0) and goes.
         run_dir = Path(world.broadcast_object(str(hydra_dir)))
-        if run_dir != hydra_dir:
-            remove_if_untouched(hydra_dir)
         run(cfg, settings, device, world, run_dir)
     except UserError as e:
         if world.is_main:
             remove_if_untouched(run_dir)
-        rank = f" (rank {world.rank})" if world.distributed else ""
-        print(f"resnet-train{rank}: {e}", file=sys.stderr)
+        # The config is the same on every rank, and rank 0 hands on what it finds: say it once.
+        if world.is_main or (started and not getattr(e, "handed_on", False)):
+            rank = f" (rank {world.rank})" if not world.is_main else ""
+            print(f"resnet-train{rank}: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
         if world.is_main:
@@ -79,6 +80,8 @@ def main(cfg: DictConfig) -> None:
             )
         sys.exit(1)
     finally:
+        if not world.is_main:
+            remove_if_empty(hydra_dir)
         world.close()
 
 

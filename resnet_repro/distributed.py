@@ -75,6 +75,7 @@ class World:
         else:
             error = self.broadcast_object(None)
             if error is not None:
+                error.handed_on = True
                 raise error
             yield
 
@@ -89,6 +90,7 @@ class World:
                 result = e
         result = self.broadcast_object(result)
         if isinstance(result, UserError):
+            result.handed_on = self.rank > 0
             raise result
         return result
 

@@ -158,8 +158,22 @@ def remove_if_untouched(run_dir: Path) -> None:
         return
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)
-        for parent in list(run_dir.parents)[:2]:  # the date folder, outputs/multirun/...
-            try:
-                parent.rmdir()  # only if empty
-            except OSError:
-                break
+        remove_empty_parents(run_dir)
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """The directory Hydra made for a rank other than 0 (empty: conf/config.yaml writes
+    nothing there); rank 0's, which Hydra fills at once, is never empty."""
+    try:
+        run_dir.rmdir()
+    except OSError:
+        return
+    remove_empty_parents(run_dir)
+
+
+def remove_empty_parents(run_dir: Path) -> None:
+    for parent in list(run_dir.parents)[:2]:  # the date folder, outputs/multirun/...
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
