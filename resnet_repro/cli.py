@@ -1,6 +1,8 @@
 """`resnet-train`: the only module that reads the Hydra config."""
 
+import importlib.util
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -36,8 +38,26 @@ OmegaConf.register_new_resolver(
 )
 
 
+def main() -> None:
+    """The console script: what Hydra's launchers need is checked before Hydra starts them,
+    since their own failures surface as tracebacks."""
+    if "hydra/launcher=slurm" in sys.argv[1:]:
+        problem = None
+        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            problem = "needs the SLURM extra: .venv/bin/pip install -e '.[slurm]'"
+        elif shutil.which("sbatch") is None:
+            problem = (
+                "submits to SLURM, but this machine has no sbatch: run it on a SLURM login "
+                "node, or drop hydra/launcher=slurm to run the sweep here"
+            )
+        if problem:
+            print(f"resnet-train: hydra/launcher=slurm {problem}.", file=sys.stderr)
+            sys.exit(2)
+    train_app()
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def train_app(cfg: DictConfig) -> None:
     world = distributed.world_from_env()
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 alone logs; others only warn

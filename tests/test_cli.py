@@ -144,6 +144,7 @@ BAD = {
     "fp16-cpu": (["trainer.precision=fp16", "trainer.device=cpu"], "on a CPU use bf16"),
     "precision": (["trainer.precision=half"], "use auto, fp32, bf16, fp16"),
     "compile": (["trainer.compile=maybe"], "auto, true or false"),
+    "slurm-here": (["hydra/launcher=slurm"], "this machine has no sbatch"),
     "compile-checkpointing": (
         ["trainer.compile=true", "model.checkpointing=true"],
         "cannot be combined with model.checkpointing",
