@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?=
 ARGS ?=
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test lint bench figures clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ test: install
 lint: install
 	$(BIN)/ruff check resnet_repro scripts tests
 	$(BIN)/ruff format --check resnet_repro scripts tests
+
+# Every figure and table the runs support: make figures RUNS="outputs/r1_cifar/<date> ..." OUT=figures
+RUNS ?=
+OUT ?= figures
+figures: install
+	@test -n "$(RUNS)" || { echo 'make figures: give the runs, e.g. make figures RUNS="outputs/degradation_cpu/<date>"'; exit 2; }
+	$(BIN)/python scripts/figures.py $(RUNS) --out $(OUT) $(ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)

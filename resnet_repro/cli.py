@@ -24,6 +24,7 @@ from .models import build_model, count_flops, count_parameters
 from .records import NullRecord, RunRecord, remove_if_empty, remove_if_untouched, write_summary
 from .sampling import EpochPlan
 from .schedule import StepSchedule
+from .usage import usage
 
 log = logging.getLogger("resnet_repro")
 # conf/ sits at the top of the checkout (installed editable, see the Makefile). Hydra would read a
@@ -41,6 +42,9 @@ OmegaConf.register_new_resolver(
 def main() -> None:
     """The console script: what Hydra's launchers need is checked before Hydra starts them,
     since their own failures surface as tracebacks."""
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print(usage(CONF_DIR))
+        return
     if "hydra/launcher=slurm" in sys.argv[1:]:
         problem = None
         if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
@@ -370,6 +374,7 @@ def describe(cfg: DictConfig, model: torch.nn.Module, data, device) -> dict:
     image_size = data.image_size
     return {
         "model": HydraConfig.get().runtime.choices.get("model"),
+        "tags": list(cfg.get("tags") or []),
         **OmegaConf.to_container(cfg.model),
         "data": cfg.data.name,
         "parameters": count_parameters(model),

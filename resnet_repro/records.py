@@ -104,7 +104,16 @@ def truncate_after(path: Path, iteration: int) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    """The records of metrics.jsonl; a last line cut short by a crash is left out."""
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}, line {i + 1}, is not JSON") from None
+    return records
 
 
 def code_version() -> str:

@@ -1,0 +1,151 @@
+"""The published numbers the tables compare with ([R1], [R2]; ../shared/PAPERS.md), and which runs
+each row is about. A row's `match` is a test on a run's config; `paper` is the test error (%),
+or FAIL where the paper reports "fail" (above 20%)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+FAIL = "fail"
+FAIL_ABOVE = 20.0  # [R2] table 1: "fail" means a test error above 20%
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    match: Callable[[dict], bool]
+    paper: float | str | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    rows: tuple[Row, ...]
+
+
+def cifar_net(
+    depth: int,
+    data: str = "cifar10",
+    shortcut: str | None = None,
+    activation: str = "original",
+    variant: str = "identity",
+    scales: tuple[float, float] = (1.0, 1.0),
+    gate_bias: tuple[float, float] | None = None,
+) -> Callable[[dict], bool]:
+    """A test for the CIFAR net of `depth` with these unit settings (the rest at the papers'
+    defaults). shortcut None: the depth's usual one (A for basic units, B for bottleneck)."""
+
+    def match(c: dict) -> bool:
+        m = c["model"]
+        usual = "A" if m["block"] == "basic" else "B"
+        ok = (
+            c["data"]["name"] == data
+            and m["arch"] == "cifar"
+            and m["depth"] == depth
+            and m["shortcut"] == (shortcut or usual)
+            and m["activation"] == activation
+            and m.get("shortcut_variant", "identity") == variant
+            and (m.get("shortcut_scale", 1.0), m.get("residual_scale", 1.0)) == scales
+        )
+        if ok and gate_bias is not None:
+            ok = gate_bias[0] <= m["gate_bias"] <= gate_bias[1]
+        return ok and (variant != "dropout" or m.get("dropout_rate") == 0.5)
+
+    return match
+
+
+R1_TABLE6 = Table(
+    "[R1] table 6 and figure 6: CIFAR-10 test error (%)",
+    (
+        *(
+            Row(f"plain-{d}", cifar_net(d, shortcut="none"), e, "read off [R1] figure 6")
+            for d, e in ((20, 9.5), (32, 10.0), (44, 12.0), (56, 13.5))
+        ),
+        Row("ResNet-20", cifar_net(20), 8.75),
+        Row("ResNet-32", cifar_net(32), 7.51),
+        Row("ResNet-44", cifar_net(44), 7.17),
+        Row("ResNet-56", cifar_net(56), 6.97),
+        Row("ResNet-110", cifar_net(110), 6.43, "best of 5; mean 6.61 +- 0.16"),
+        Row("ResNet-1202", cifar_net(1202), 7.93),
+    ),
+)
+
+R2_TABLE1 = Table(
+    "[R2] table 1: shortcut types on ResNet-110, CIFAR-10 test error (%)",
+    (
+        Row("original (identity)", cifar_net(110), 6.61),
+        Row("constant scaling 0.5 / 1", cifar_net(110, scales=(0.5, 1.0)), FAIL),
+        Row("constant scaling 0.5 / 0.5", cifar_net(110, scales=(0.5, 0.5)), 12.35),
+        Row(
+            "exclusive gating, b_g 0 to -5",
+            cifar_net(110, variant="exclusive_gating", gate_bias=(-5, 0)),
+            FAIL,
+        ),
+        Row(
+            "exclusive gating, b_g -6",
+            cifar_net(110, variant="exclusive_gating", gate_bias=(-6, -6)),
+            8.70,
+        ),
+        Row(
+            "exclusive gating, b_g -7",
+            cifar_net(110, variant="exclusive_gating", gate_bias=(-7, -7)),
+            9.81,
+        ),
+        Row(
+            "shortcut-only gating, b_g 0",
+            cifar_net(110, variant="shortcut_gating", gate_bias=(0, 0)),
+            12.86,
+        ),
+        Row(
+            "shortcut-only gating, b_g -6",
+            cifar_net(110, variant="shortcut_gating", gate_bias=(-6, -6)),
+            6.91,
+        ),
+        Row("1x1 conv shortcut", cifar_net(110, variant="conv1x1"), 12.22),
+        Row("dropout 0.5 shortcut", cifar_net(110, variant="dropout"), FAIL),
+    ),
+)
+
+R2_TABLE2_NUMBERS = {  # activation: (ResNet-110, ResNet-164)
+    "original": (6.61, 5.93),
+    "bn_after_add": (8.17, 6.50),
+    "relu_before_add": (7.84, 6.14),
+    "relu_preact": (6.71, 5.91),
+    "full_preact": (6.37, 5.46),
+}
+R2_TABLE2 = Table(
+    "[R2] table 2: where BN and ReLU go, CIFAR-10 test error (%)",
+    tuple(
+        Row(f"ResNet-{depth}, {activation}", cifar_net(depth, activation=activation), error)
+        for i, depth in enumerate((110, 164))
+        for activation, errors in R2_TABLE2_NUMBERS.items()
+        for error in (errors[i],)
+    ),
+)
+
+R2_TABLES34_NUMBERS = {  # (data, depth): (original, full pre-activation)
+    ("cifar10", 110): (6.61, 6.37),
+    ("cifar10", 164): (5.93, 5.46),
+    ("cifar10", 1001): (7.61, 4.92),
+    ("cifar100", 164): (25.16, 24.33),
+    ("cifar100", 1001): (27.82, 22.71),
+}
+R2_TABLES34 = Table(
+    "[R2] tables 3 and 4: original against pre-activation units, test error (%)",
+    tuple(
+        Row(
+            f"{data.upper().replace('CIFAR', 'CIFAR-')}, ResNet-{depth}, {activation}",
+            cifar_net(depth, data=data, activation=activation),
+            error,
+            "mean 4.89 +- 0.14"
+            if (depth, activation, data) == (1001, "full_preact", "cifar10")
+            else "mean 22.68 +- 0.22"
+            if (depth, activation) == (1001, "full_preact")
+            else "",
+        )
+        for (data, depth), errors in R2_TABLES34_NUMBERS.items()
+        for activation, error in zip(("original", "full_preact"), errors, strict=True)
+    ),
+)
+
+TABLES = (R1_TABLE6, R2_TABLE1, R2_TABLE2, R2_TABLES34)

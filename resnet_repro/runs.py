@@ -1,0 +1,224 @@
+"""Run directories as the figure and table scripts read them.
+
+A run directory holds what resnet-train wrote: config.yaml (the resolved config), metrics.jsonl
+and, once the run has finished, summary.json. Nothing else is read (not TensorBoard's files).
+Runs that differ only in their seed form one group: one line of a figure, one row of a table.
+"""
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .errors import UserError
+from .records import read_metrics
+
+# The metric names of metrics.jsonl and summary.json that the figures and tables use.
+TRAIN_ERROR, TRAIN_LOSS, TEST_ERROR = "train_error", "train_loss", "test_error"
+# Keys that say where or how fast a run ran, not what it trained.
+NOT_THE_EXPERIMENT = {"data": ("root", "download", "workers"), "model": ("checkpointing",)}
+
+ACTIVATION_NAMES = {
+    "original": "original",
+    "bn_after_add": "BN after addition",
+    "relu_before_add": "ReLU before addition",
+    "relu_preact": "ReLU-only pre-activation",
+    "full_preact": "full pre-activation",
+}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    metrics: list[dict]
+    summary: dict | None  # None until the run has finished
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def data(self) -> str:
+        return self.config["data"]["name"]
+
+    @property
+    def model(self) -> dict:
+        return self.config["model"]
+
+    @property
+    def last_iteration(self) -> int:
+        return self.metrics[-1]["iteration"] if self.metrics else 0
+
+    @property
+    def planned_iterations(self) -> int | None:
+        schedule = self.config["schedule"]
+        if "iterations" in schedule:
+            return schedule["iterations"]
+        epoch = next((r for r in reversed(self.metrics) if r.get("epoch")), None)
+        if epoch is None:
+            return None  # an epoch schedule whose epoch length no record tells yet
+        return round(schedule["epochs"] * epoch["iteration"] / epoch["epoch"])
+
+    @property
+    def progress(self) -> str:
+        return f"iteration {self.last_iteration} of {self.planned_iterations or '?'}"
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        points = [(r["iteration"], r[key]) for r in self.metrics if key in r]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    def experiment(self) -> str:
+        """The configuration without the seed and the run's place: what groups runs."""
+        c = {k: dict(self.config[k]) for k in ("model", "data", "optim", "schedule")}
+        for group, keys in NOT_THE_EXPERIMENT.items():
+            for key in keys:
+                c[group].pop(key, None)
+        return json.dumps(c, sort_keys=True)
+
+
+@dataclass
+class Group:
+    """Runs of one configuration over seeds. Only finished runs enter the statistics."""
+
+    runs: list[Run]
+
+    @property
+    def config(self) -> dict:
+        return self.runs[0].config
+
+    @property
+    def label(self) -> str:
+        return model_label(self.config["model"])
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def unfinished(self) -> list[Run]:
+        return [r for r in self.runs if not r.finished]
+
+    @property
+    def iterations(self) -> int | None:
+        return self.runs[0].planned_iterations
+
+    def stats(self, key: str = TEST_ERROR) -> "Stats | None":
+        values = [r.summary[key] for r in self.finished if key in r.summary]
+        return Stats.of(values) if values else None
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        """The mean over the group's finished runs (all its runs while none has finished) at
+        the iterations they all recorded."""
+        runs = self.finished or self.runs
+        curves = [dict(zip(*r.curve(key), strict=True)) for r in runs]
+        common = sorted(set.intersection(*(set(c) for c in curves)))
+        return common, [statistics.fmean(c[i] for c in curves) for i in common]
+
+
+@dataclass(frozen=True)
+class Stats:
+    n: int
+    median: float
+    mean: float
+    std: float  # the sample standard deviation; 0 for a single run
+    best: float
+
+    @staticmethod
+    def of(values: list[float]) -> "Stats":
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return Stats(
+            len(values), statistics.median(values), statistics.fmean(values), std, min(values)
+        )
+
+
+def model_label(m: dict) -> str:
+    """The papers' name for a network: plain-20, ResNet-110, ResNet-34 B, ResNet-164
+    (full pre-activation), ResNet-110 (exclusive gating, b_g -6), ..."""
+    name = f"{'plain' if m['shortcut'] == 'none' else 'ResNet'}-{m['depth']}"
+    default_shortcut = "A" if m["arch"] == "cifar" and m["block"] == "basic" else "B"
+    if m["shortcut"] not in ("none", default_shortcut) or m["arch"] == "imagenet":
+        name += f" {m['shortcut']}" if m["shortcut"] != "none" else ""
+    notes = []
+    if m["activation"] != "original":
+        notes.append(ACTIVATION_NAMES.get(m["activation"], m["activation"]))
+    variant = m.get("shortcut_variant", "identity")
+    scales = (m.get("shortcut_scale", 1.0), m.get("residual_scale", 1.0))
+    if variant == "identity" and scales != (1, 1):
+        notes.append(f"scaling {scales[0]:g}/{scales[1]:g}")
+    elif variant.endswith("gating"):
+        kind = "exclusive gating" if variant == "exclusive_gating" else "shortcut-only gating"
+        notes.append(f"{kind}, b_g {m['gate_bias']:g}")
+    elif variant == "conv1x1":
+        notes.append("1x1 conv shortcut")
+    elif variant == "dropout":
+        notes.append(f"dropout {m['dropout_rate']:g} shortcut")
+    return name + (f" ({', '.join(notes)})" if notes else "")
+
+
+def read_run(path: Path) -> Run:
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
+        if not isinstance(config, dict) or not {"model", "data", "schedule"} <= config.keys():
+            raise ValueError("no model, data or schedule in it")
+        metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
+        summary_path = path / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{path} is not a readable resnet-train run directory ({e}); leave it out."
+        ) from None
+    return Run(path, config, metrics, summary)
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """The runs in these folders: each one a run directory, or a folder with runs below it (a
+    sweep directory, an outputs/ folder). A path that is missing or holds no run is an error."""
+    if not paths:
+        raise UserError("give one or more run directories, or folders that hold runs.")
+    runs = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise UserError(f"{p} is not a folder: give run directories or sweep directories.")
+        found = sorted(
+            c.parent for c in p.rglob("config.yaml") if ".hydra" not in c.relative_to(p).parts
+        )
+        if not found:
+            started = any(p.rglob(".hydra"))
+            why = (
+                "Hydra made it, but training never started (it stopped before its first iteration?)"
+                if started
+                else "no config.yaml of a resnet-train run below it"
+            )
+            raise UserError(f"{p} holds no runs: {why}.")
+        runs += [read_run(d) for d in found]
+    unique = {r.path.resolve(): r for r in runs}  # a folder given twice, or a run and its sweep
+    return list(unique.values())
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs with the same configuration (all but the seed) as one group, in the order found."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.experiment(), []).append(run)
+    return [Group(sorted(g, key=lambda r: r.config["trainer"]["seed"])) for g in groups.values()]
+
+
+def one_data_set(runs: list[Run], what: str) -> str:
+    """A figure compares runs on one data set; say which runs differ."""
+    names = sorted({r.data for r in runs})
+    if len(names) > 1:
+        example = {n: next(r.path for r in runs if r.data == n) for n in names}
+        listed = "; ".join(f"{n} (e.g. {p})" for n, p in example.items())
+        raise UserError(
+            f"{what} compares runs on one data set, and these runs are on {len(names)}: "
+            f"{listed}. Give the runs of one data set at a time."
+        )
+    return names[0]
+
+
+def unfinished_note(runs: list[Run]) -> list[str]:
+    """A line for each run not finished: they are shown as such, never averaged in."""
+    return [f"{r.path}: not finished ({r.progress})" for r in runs if not r.finished]

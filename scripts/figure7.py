@@ -1,0 +1,91 @@
+"""[R1] figure 7 from trained checkpoints: the standard deviation of each 3x3 layer's response
+(after BN, before the addition and ReLU) on the test set, in layer order and sorted by size, for
+the CIFAR nets with original units among the runs (the paper: plain-20/56, ResNet-20/56/110).
+Runs of one configuration over several seeds are averaged. See resnet_repro/responses.py.
+
+    python scripts/figure7.py outputs/r1_cifar/2026-11-24_10-00-00 --out figures
+"""
+
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from report import run_script  # noqa: E402
+
+from resnet_repro.batches import EvalBatches, Normalize, channel_stats  # noqa: E402
+from resnet_repro.checkpoint import load_checkpoint  # noqa: E402
+from resnet_repro.data import class_count, load_dataset  # noqa: E402
+from resnet_repro.errors import UserError  # noqa: E402
+from resnet_repro.models import build_model  # noqa: E402
+from resnet_repro.responses import layer_responses  # noqa: E402
+from resnet_repro.runs import group_runs, one_data_set  # noqa: E402
+
+STYLE = {"plain": dict(ls="--"), "ResNet": dict(ls="-")}
+COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "tab:blue"}
+
+
+def test_batches(config: dict, data_root: str | None) -> EvalBatches:
+    data_args = {k: v for k, v in config["data"].items() if k != "batch_size"}
+    if data_root:
+        data_args["root"] = data_root
+    if "download" in data_args:
+        data_args["download"] = False  # a figure reads the data the runs trained on
+    data = load_dataset(**data_args)
+    normalize = Normalize(*channel_stats(data.train_images), torch.device("cpu"))
+    return EvalBatches(data.test_images, data.test_labels, 500, normalize, torch.device("cpu"))
+
+
+def responses(run, batches) -> list[float]:
+    path = Path(run.path) / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise UserError(f"{run.path} has no checkpoint (checkpoints/last.pt) to measure.")
+    model = build_model(**run.model, num_classes=class_count(**run.config["data"]))
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return layer_responses(model, batches)
+
+
+def make(runs, out, args):
+    one_data_set(runs, "Figure 7")
+    runs = [r for r in runs if r.model["arch"] == "cifar" and r.model["activation"] == "original"]
+    if not runs:
+        raise UserError("figure 7 measures CIFAR nets with original units; none of these is.")
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    batches = test_batches(runs[0].config, args.data_root)
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6.5))
+    for g in sorted(
+        group_runs(runs), key=lambda g: (g.label[0] != "p", g.config["model"]["depth"])
+    ):
+        per_run = [responses(r, batches) for r in (g.finished or g.runs)]
+        std = [statistics.fmean(layer) for layer in zip(*per_run, strict=True)]
+        kind = "plain" if g.config["model"]["shortcut"] == "none" else "ResNet"
+        label = g.label + ("" if g.finished else " (unfinished)")
+        style = dict(color=COLOURS.get(g.config["model"]["depth"], "black"), **STYLE[kind])
+        x = range(1, len(std) + 1)
+        axes[0].plot(x, std, label=label, **style)
+        axes[1].plot(x, sorted(std, reverse=True), label=label, **style)
+    for ax, order in zip(axes, ("original", "sorted by magnitude"), strict=True):
+        ax.set_xlabel(f"layer index ({order})")
+        ax.set_ylabel("std")
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("[R1] figure 7: std of the 3x3 layers' responses on the test set", fontsize=10)
+    fig.tight_layout()
+    paths = [out / "figure7.png", out / "figure7.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def options(parser):
+    parser.add_argument("--data-root", help="where the data is now, if not at the runs' data.root")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
+
+
+if __name__ == "__main__":
+    run_script(__doc__, make, options)

@@ -1,0 +1,36 @@
+"""What the figure and table scripts share: their command line, and one message for a mistake."""
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from resnet_repro.errors import UserError
+from resnet_repro.runs import Run, find_runs, unfinished_note
+
+
+def run_script(
+    doc: str,
+    make: Callable[[list[Run], Path, argparse.Namespace], list[Path]],
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Parse `RUNS... [--out DIR]`, read the runs, call `make`, list what it wrote. A user's
+    mistake (a folder with no runs, runs that do not fit the figure) is one line and exit 2."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories, or folders that hold runs")
+    parser.add_argument("--out", default="figures", help="folder for the output (default: figures)")
+    if extra:
+        extra(parser)
+    args = parser.parse_args()
+    name = Path(sys.argv[0]).name
+    try:
+        runs = find_runs(args.runs)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for note in unfinished_note(runs):
+            print(f"{name}: {note}; shown as unfinished, not averaged in", file=sys.stderr)
+        for path in make(runs, out, args):
+            print(path)
+    except UserError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(2)
