@@ -38,9 +38,8 @@ def group_line(name: str, group: Group, paper, note: str = "") -> str:
     if s is None:
         cells += ["unfinished", "", paper_text, ""]
     else:
-        fail = " (fail)" if s.median > FAIL_ABOVE and paper not in (FAIL, None) else ""
         cells += [
-            f"{s.median:.2f}{fail}",
+            f"{s.median:.2f}",
             f"{s.mean:.2f} +- {s.std:.2f}",
             paper_text,
             difference(s.median, paper),
