@@ -4,8 +4,8 @@ from .paper import FAIL, FAIL_ABOVE, TABLES, Table
 from .runs import TEST_ERROR, Group, Run, group_runs, model_label
 
 HEADER = (
-    "| network | iterations | n | median | mean +- std | paper | difference | not counted |",
-    "|---|---|---|---|---|---|---|---|",
+    "| network | iterations | n | median | mean +- std | best | paper | difference | not counted |",
+    "|---|---|---|---|---|---|---|---|---|",
 )
 
 
@@ -15,12 +15,12 @@ def paper_cell(value) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
-def difference(median: float, paper) -> str:
+def difference(measured: float, paper, statistic: str) -> str:
     if paper == FAIL:
-        return "fails too" if median > FAIL_ABOVE else f"did not fail (<= {FAIL_ABOVE:g})"
+        return "fails too" if measured > FAIL_ABOVE else f"did not fail (<= {FAIL_ABOVE:g})"
     if paper is None:
         return ""
-    return f"{median - paper:+.2f}"
+    return f"{measured - paper:+.2f}" + ("" if statistic == "median" else f" ({statistic})")
 
 
 def unfinished_cell(group: Group) -> str:
@@ -31,18 +31,19 @@ def unfinished_cell(group: Group) -> str:
     return f"{len(runs)} unfinished (furthest: {furthest.progress})"
 
 
-def group_line(name: str, group: Group, paper, note: str = "") -> str:
+def group_line(name: str, group: Group, paper, note: str = "", statistic: str = "median") -> str:
     s = group.stats(TEST_ERROR)
     paper_text = paper_cell(paper) + (f" ({note})" if note else "")
     cells = [name, str(group.iterations or "?"), str(s.n if s else 0)]
     if s is None:
-        cells += ["unfinished", "", paper_text, ""]
+        cells += ["unfinished", "", "", paper_text, ""]
     else:
         cells += [
             f"{s.median:.2f}",
             f"{s.mean:.2f} +- {s.std:.2f}",
+            f"{s.best:.2f}",
             paper_text,
-            difference(s.median, paper),
+            difference(getattr(s, statistic), paper, statistic),
         ]
     return "| " + " | ".join(cells + [unfinished_cell(group)]) + " |"
 
@@ -55,9 +56,9 @@ def table_lines(table: Table, groups: list[Group]) -> list[str]:
     lines = [f"## {table.title}", "", *HEADER]
     for row, found in matched:
         if not found:
-            lines.append(f"| {row.name} | | 0 | not run | | {paper_cell(row.paper)} | | |")
+            lines.append(f"| {row.name} | | 0 | not run | | | {paper_cell(row.paper)} | | |")
         for group in found:
-            lines.append(group_line(row.name, group, row.paper, row.note))
+            lines.append(group_line(row.name, group, row.paper, row.note, row.statistic))
     return lines + [""]
 
 

@@ -12,7 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from report import run_script  # noqa: E402
+from report import run_script, save_figure  # noqa: E402
 
 from resnet_repro.runs import TEST_ERROR, TRAIN_LOSS, group_runs, one_data_set  # noqa: E402
 
@@ -68,13 +68,9 @@ def make(runs, out, args):
         ax.set_title(panel[-1].label, fontsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(f"Training curves on {data} ([R2] figures 3 and 6), {len(runs)} runs", fontsize=10)
-    fig.tight_layout()
-    paths = [out / "curves.png", out / "curves.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(
+        fig, f"Training curves on {data} ([R2] figures 3 and 6), {len(runs)} runs", out / "curves"
+    )
 
 
 if __name__ == "__main__":

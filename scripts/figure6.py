@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from report import run_script  # noqa: E402
+from report import run_script, save_figure  # noqa: E402
 
 from resnet_repro.errors import UserError  # noqa: E402
 from resnet_repro.runs import TEST_ERROR, TRAIN_ERROR, group_runs, one_data_set  # noqa: E402
@@ -79,13 +79,7 @@ def make(runs, out, args):
     fig, axes = plt.subplots(1, len(chosen), figsize=(5.2 * len(chosen), 4.2), squeeze=False)
     for ax, (title, gs) in zip(axes[0], chosen, strict=True):
         draw(ax, title, gs, scale)
-    fig.suptitle(f"[R1] figure 6 from {len(runs)} runs on {data}", fontsize=10)
-    fig.tight_layout()
-    paths = [out / "figure6.png", out / "figure6.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, f"[R1] figure 6 from {len(runs)} runs on {data}", out / "figure6")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from report import run_script  # noqa: E402
+from report import run_script, save_figure  # noqa: E402
 
 from resnet_repro.batches import EvalBatches, Normalize, channel_stats  # noqa: E402
 from resnet_repro.checkpoint import load_checkpoint  # noqa: E402
@@ -73,13 +73,9 @@ def make(runs, out, args):
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("[R1] figure 7: std of the 3x3 layers' responses on the test set", fontsize=10)
-    fig.tight_layout()
-    paths = [out / "figure7.png", out / "figure7.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(
+        fig, "[R1] figure 7: std of the 3x3 layers' responses on the test set", out / "figure7"
+    )
 
 
 def options(parser):

@@ -34,3 +34,16 @@ def run_script(
     except UserError as e:
         print(f"{name}: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def save_figure(fig, title: str, stem: Path) -> list[Path]:
+    """The figure as PNG (to look at) and PDF (for a paper), titled with what it was made from."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths

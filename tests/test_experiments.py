@@ -137,3 +137,9 @@ def test_help_introduces_the_tool_and_lists_every_experiment():
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(name + " "))
         if name in RUNS:
             assert f"{RUNS[name]} runs" in line
+
+
+def test_an_experiment_goes_to_slurm_as_the_same_sweep():
+    cfg = compose_cfg("experiment=r2_table1", "hydra/launcher=slurm", "data.root=/d", hydra=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.mode == RunMode.MULTIRUN and "shortcut_case" in cfg.hydra.sweeper.params
