@@ -5,6 +5,8 @@ there are 1202-layer runs). Runs of one configuration over several seeds are ave
     python scripts/figure6.py outputs/r1_cifar/2026-11-24_10-00-00 --out figures
 """
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -38,8 +40,7 @@ def panels(groups):
     return [(title, gs) for title, gs in out if gs]
 
 
-def draw(ax, title, groups, scale):
-    top = 20.0  # [R1]'s axis; raised when the runs end above it (a short schedule)
+def draw(ax, title, groups, scale, top):
     for g in sorted(groups, key=lambda g: g.config["model"]["depth"]):
         depth = g.config["model"]["depth"]
         colour = COLOURS.get(depth, "black")
@@ -50,7 +51,6 @@ def draw(ax, title, groups, scale):
             x, y = g.curve(key)
             if y:
                 ax.plot([i / scale for i in x], y, color=colour, **style)
-                top = max(top, min(100.0, 1.15 * y[-1]))
         ax.plot([], [], color=colour, lw=2.2, label=label)
     ax.set_title(title)
     ax.set_ylim(0, top)
@@ -62,6 +62,16 @@ def draw(ax, title, groups, scale):
     first = ax.legend(loc="upper right", fontsize=8)
     ax.add_artist(first)
     ax.legend(styles, ["training error", "test error"], loc="lower left", fontsize=8)
+
+
+def y_top(groups) -> float:
+    """[R1]'s axis, 0-20%, where every curve ends inside it; else room for the whole curves
+    (a shortened schedule), the same for every panel."""
+    curves = [g.curve(key)[1] for g in groups for key in (TRAIN_ERROR, TEST_ERROR)]
+    curves = [c for c in curves if c]
+    if all(c[-1] <= 20 for c in curves):
+        return 20.0
+    return min(100.0, 5 * math.ceil(max(max(c) for c in curves) / 5) + 5)
 
 
 def make(runs, out, args):
@@ -78,7 +88,7 @@ def make(runs, out, args):
     scale = 1e4 if longest >= 20000 else 1
     fig, axes = plt.subplots(1, len(chosen), figsize=(5.2 * len(chosen), 4.2), squeeze=False)
     for ax, (title, gs) in zip(axes[0], chosen, strict=True):
-        draw(ax, title, gs, scale)
+        draw(ax, title, gs, scale, y_top(groups))
     return save_figure(fig, f"[R1] figure 6 from {len(runs)} runs on {data}", out / "figure6")
 
 

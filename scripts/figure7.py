@@ -6,6 +6,7 @@ Runs of one configuration over several seeds are averaged. See resnet_repro/resp
     python scripts/figure7.py outputs/r1_cifar/2026-11-24_10-00-00 --out figures
 """
 
+import json
 import statistics
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def make(runs, out, args):
     torch.set_num_threads(args.threads or torch.get_num_threads())
     batches = test_batches(runs[0].config, args.data_root)
     fig, axes = plt.subplots(2, 1, figsize=(7, 6.5))
+    measured = {}  # label -> each layer's standard deviation, in layer order
     for g in sorted(
         group_runs(runs), key=lambda g: (g.label[0] != "p", g.config["model"]["depth"])
     ):
@@ -67,13 +69,15 @@ def make(runs, out, args):
         x = range(1, len(std) + 1)
         axes[0].plot(x, std, label=label, **style)
         axes[1].plot(x, sorted(std, reverse=True), label=label, **style)
+        measured[label] = std
     for ax, order in zip(axes, ("original", "sorted by magnitude"), strict=True):
         ax.set_xlabel(f"layer index ({order})")
         ax.set_ylabel("std")
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return save_figure(
+    (out / "figure7.json").write_text(json.dumps(measured, indent=1) + "\n")
+    return [out / "figure7.json"] + save_figure(
         fig, "[R1] figure 7: std of the 3x3 layers' responses on the test set", out / "figure7"
     )
 
