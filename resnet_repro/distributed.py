@@ -130,6 +130,13 @@ class World:
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
+            # Leave together: a rank that tears its connections down while another is still
+            # reading what it sent (an error handed on just before) can make gloo abort that
+            # rank. A rank that died is not waited for long.
+            try:
+                dist.monitored_barrier(group=self.control, timeout=timedelta(seconds=30))
+            except RuntimeError:
+                pass
             dist.destroy_process_group()
 
 
