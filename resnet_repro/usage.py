@@ -1,7 +1,7 @@
 """`resnet-train --help`: what the tool does, its config groups and the papers' experiments, read
 from conf/ so that a new preset or experiment shows up by itself."""
 
-import math
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -26,12 +26,22 @@ Every setting and its default: resnet-train --cfg job. Hydra's own options: --hy
 """
 
 
+def sweep_grid(params) -> tuple[list[list[str]], list[str | None]]:
+    """An experiment's hydra.sweeper.params as Hydra's basic sweeper expands them: the overrides
+    of each point of the grid but for the seed, and the seeds ([None]: the config's own). A seed
+    changes no configuration, so callers that build each configuration do it once a point."""
+    axes = {k: [v.strip() for v in str(vals).split(",")] for k, vals in (params or {}).items()}
+    seeds = axes.pop("trainer.seed", [None])
+    points = itertools.product(*([f"{k}={v}" for v in values] for k, values in axes.items()))
+    return [list(p) for p in points], seeds
+
+
 def experiment_line(path: Path) -> str:
     """The file's first comment line and how many runs its sweep makes."""
     lines = path.read_text().splitlines()
     about = next((ln[2:] for ln in lines[1:] if ln.startswith("# ")), "")
-    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
-    runs = math.prod(len(str(v).split(",")) for v in params.values())
+    points, seeds = sweep_grid(OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params"))
+    runs = len(points) * len(seeds)
     count = f"{runs} run{'s' if runs > 1 else ''}"
     return wrap(f"  {path.stem:<19} {count:>8}  {about}", 32)
 

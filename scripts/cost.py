@@ -18,7 +18,6 @@ Evaluation (10k test images every 2000 iterations, forward only) adds about 1% a
 """
 
 import argparse
-import itertools
 import json
 import math
 
@@ -29,6 +28,7 @@ from omegaconf import OmegaConf
 from resnet_repro.cli import CONF_DIR, arguments
 from resnet_repro.data import class_count
 from resnet_repro.models import build_model, count_flops
+from resnet_repro.usage import sweep_grid
 
 RESNET50_MACS = 4.09e9  # count_flops of our resnet50 (torchvision's v1.5 stride placement)
 GPUS = {"V100 fp32": 367 * RESNET50_MACS, "A100 mixed": 2470 * RESNET50_MACS}
@@ -39,10 +39,8 @@ def sweep(name: str) -> list[tuple[object, int]]:
     """Each configuration of the experiment and how many seeds it runs."""
     root = [f"experiment={name}", "data.root=/d"]
     params = compose("config", overrides=root, return_hydra_config=True).hydra.sweeper.params
-    axes = {k: [v.strip() for v in str(vals).split(",")] for k, vals in (params or {}).items()}
-    seeds = len(axes.pop("trainer.seed", ["0"]))
-    points = itertools.product(*([f"{k}={v}" for v in vs] for k, vs in axes.items()))
-    return [(compose("config", overrides=root + list(p)), seeds) for p in points]
+    points, seeds = sweep_grid(params)
+    return [(compose("config", overrides=root + p), len(seeds)) for p in points]
 
 
 def forward_macs(cfg, cache: dict) -> int:

@@ -1,8 +1,6 @@
 """Every experiment composes, every configuration its sweep makes builds its model, and together
 the experiments cover every row of the papers' tables."""
 
-import itertools
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -13,7 +11,7 @@ from resnet_repro.cli import CONF_DIR, arguments
 from resnet_repro.data import class_count
 from resnet_repro.models import build_model, count_parameters
 from resnet_repro.paper import TABLES
-from resnet_repro.usage import usage
+from resnet_repro.usage import sweep_grid, usage
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 SWEEPS = [e for e in EXPERIMENTS if e != "imagenet"]  # imagenet.yaml is one run's settings
@@ -38,21 +36,12 @@ def hydra_conf():
         yield
 
 
-def sweep_grid(name: str) -> tuple[list[list[str]], list[str]]:
-    """The sweep's points but for the seed, as Hydra's basic sweeper makes them, and its seeds:
-    a seed changes no configuration, so each point is composed once (this keeps the test fast)."""
-    params = compose_cfg(f"experiment={name}", "data.root=/d", hydra=True).hydra.sweeper.params
-    axes = {k: [v.strip() for v in str(vals).split(",")] for k, vals in params.items()}
-    seeds = axes.pop("trainer.seed")
-    points = itertools.product(*([f"{k}={v}" for v in vs] for k, vs in axes.items()))
-    return [list(p) for p in points], seeds
-
-
 @pytest.fixture(scope="module")
 def configurations() -> dict[str, tuple[list, list[str]]]:
     out = {}
     for name in SWEEPS:
-        points, seeds = sweep_grid(name)
+        params = compose_cfg(f"experiment={name}", "data.root=/d", hydra=True).hydra.sweeper.params
+        points, seeds = sweep_grid(params)
         out[name] = [compose_cfg(f"experiment={name}", "data.root=/d", *p) for p in points], seeds
     return out
 
