@@ -182,6 +182,9 @@ def remove_if_empty(run_dir: Path) -> None:
 
 def remove_empty_parents(run_dir: Path) -> None:
     for parent in list(run_dir.parents)[:2]:  # the date folder, outputs/multirun/...
+        # A sweep stopped at its first run by a mistake holds only Hydra's multirun.yaml.
+        if parent.is_dir() and {p.name for p in parent.iterdir()} == {"multirun.yaml"}:
+            (parent / "multirun.yaml").unlink()
         try:
             parent.rmdir()  # only if empty
         except OSError:

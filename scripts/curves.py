@@ -5,6 +5,7 @@ one panel per variant with its original in grey. Seeds of one configuration are 
     python scripts/curves.py outputs/r2_table1/2026-11-24_10-00-00 --out figures
 """
 
+import dataclasses
 import json
 import math
 
@@ -15,14 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from report import run_script, save_figure  # noqa: E402
 
 from resnet_repro.runs import TEST_ERROR, TRAIN_LOSS, group_runs, one_data_set  # noqa: E402
+from resnet_repro.units import UnitOptions  # noqa: E402
 
+# The original unit and identity shortcut: UnitOptions' defaults for what a variant changes.
 ORIGINAL_UNIT = {
-    "activation": "original",
-    "shortcut_variant": "identity",
-    "shortcut_scale": 1.0,
-    "residual_scale": 1.0,
-    "gate_bias": 0.0,
-    "dropout_rate": 0.5,
+    f.name: f.default
+    for f in dataclasses.fields(UnitOptions)
+    if f.name not in ("block", "shortcut", "stride_on")
 }
 
 

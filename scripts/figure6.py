@@ -12,12 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from report import run_script, save_figure  # noqa: E402
+from report import COLOURS, run_script, save_figure  # noqa: E402
 
 from resnet_repro.errors import UserError  # noqa: E402
 from resnet_repro.runs import TEST_ERROR, TRAIN_ERROR, group_runs, one_data_set  # noqa: E402
-
-COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "tab:blue"}
 
 
 def is_r1_cifar_net(m: dict) -> bool:

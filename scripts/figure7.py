@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from report import run_script, save_figure  # noqa: E402
+from report import COLOURS, run_script, save_figure  # noqa: E402
 
 from resnet_repro.batches import EvalBatches, Normalize, channel_stats  # noqa: E402
 from resnet_repro.checkpoint import load_checkpoint  # noqa: E402
@@ -26,12 +26,11 @@ from resnet_repro.responses import layer_responses  # noqa: E402
 from resnet_repro.runs import group_runs, one_data_set  # noqa: E402
 
 STYLE = {"plain": dict(ls="--"), "ResNet": dict(ls="-")}
-COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "tab:blue"}
 
 
 def test_batches(config: dict, data_root: str | None) -> EvalBatches:
     data_args = {k: v for k, v in config["data"].items() if k != "batch_size"}
-    if data_root:
+    if data_root and "root" in data_args:  # synthetic data has no root
         data_args["root"] = data_root
     if "download" in data_args:
         data_args["download"] = False  # a figure reads the data the runs trained on
