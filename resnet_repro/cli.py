@@ -22,6 +22,7 @@ from .errors import UserError, check_keys
 from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
 from .models import build_model, count_flops, count_parameters
 from .records import NullRecord, RunRecord, remove_if_empty, remove_if_untouched, write_summary
+from .runs import what_it_trains
 from .sampling import EpochPlan
 from .schedule import StepSchedule
 from .usage import usage
@@ -353,16 +354,9 @@ def check_settings(cfg: DictConfig) -> None:
 
 def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
     """What must not change between a run and its resumption (data.root may move)."""
-    data = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.data).items()
-        if k not in ("root", "download", "workers")
-    }
-    model = OmegaConf.to_container(cfg.model)
-    model.pop("checkpointing", None)  # memory, not the experiment: may change on resume
     return {
-        "model": model,
-        "data": data,
+        "model": what_it_trains("model", OmegaConf.to_container(cfg.model)),
+        "data": what_it_trains("data", OmegaConf.to_container(cfg.data)),
         "optim": OmegaConf.to_container(cfg.optim),
         "schedule": vars(schedule),
         "seed": cfg.trainer.seed,

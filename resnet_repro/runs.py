@@ -17,8 +17,15 @@ from .records import read_metrics
 
 # The metric names of metrics.jsonl and summary.json that the figures and tables use.
 TRAIN_ERROR, TRAIN_LOSS, TEST_ERROR = "train_error", "train_loss", "test_error"
-# Keys that say where or how fast a run ran, not what it trained.
+# Keys that say where the data is or how memory is spent, not what a run trains: a run may
+# resume with them changed (cli.experiment_identity), and runs that differ in them are alike.
 NOT_THE_EXPERIMENT = {"data": ("root", "download", "workers"), "model": ("checkpointing",)}
+
+
+def what_it_trains(group: str, values: dict) -> dict:
+    """A config group without the keys of NOT_THE_EXPERIMENT."""
+    return {k: v for k, v in values.items() if k not in NOT_THE_EXPERIMENT.get(group, ())}
+
 
 ACTIVATION_NAMES = {
     "original": "original",
@@ -72,10 +79,7 @@ class Run:
 
     def experiment(self) -> str:
         """The configuration without the seed and the run's place: what groups runs."""
-        c = {k: dict(self.config[k]) for k in ("model", "data", "optim", "schedule")}
-        for group, keys in NOT_THE_EXPERIMENT.items():
-            for key in keys:
-                c[group].pop(key, None)
+        c = {k: what_it_trains(k, self.config[k]) for k in ("model", "data", "optim", "schedule")}
         return json.dumps(c, sort_keys=True)
 
 
