@@ -2,15 +2,41 @@
 
 The data order needs no state of its own: it is a function of the seed and the iteration
 (see batches.py), so model, optimizer, scaler, iteration and RNG state are enough.
+
+A run keeps two, checkpoints/last.pt and previous.pt. A save writes a temporary file, syncs it,
+then moves last.pt to previous.pt and the new file to last.pt: a crash at any moment leaves at
+least one whole checkpoint. Each holds a checksum of its contents, since torch.load does not
+notice a changed byte inside a tensor; files are read with weights_only=True, so that loading
+one never runs code.
 """
 
+import hashlib
 import json
+import logging
+import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
-from .files import atomic_save
+
+log = logging.getLogger("resnet_repro")
+LAST, PREVIOUS = "last.pt", "previous.pt"
+REQUIRED = {"model", "optimizer", "iteration"}
+
+
+class Damaged(Exception):
+    """A checkpoint file that cannot be trusted; the message names it and says why."""
+
+
+class SaveFailed(Exception):
+    """A checkpoint could not be written (disk full, I/O error); the previous ones are intact."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def rng_state() -> dict:
@@ -20,45 +46,132 @@ def rng_state() -> dict:
     }
 
 
-def save_checkpoint(
-    path: Path,
-    model,
-    optimizer,
-    scaler,
-    iteration: int,
-    config: dict,
-    wall_time: float,
-    rng: list[dict],
-) -> None:
-    """One file for the whole run, written by rank 0: the bare model's state (torchvision's
-    names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first."""
-    atomic_save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "iteration": iteration,
-            "config": config,
-            "wall_time": wall_time,
-            "rng": rng[0],
-            "rng_ranks": rng,
-        },
-        path,
-    )
+def digest(obj) -> str:
+    """A checksum of a checkpoint's contents as loaded: tensors' bytes, and every plain value."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(o, dict):
+            h.update(f"D{len(o)}".encode())
+            for k, v in o.items():
+                walk(k)
+                walk(v)
+        elif isinstance(o, list | tuple):
+            h.update(f"L{len(o)}".encode())
+            for v in o:
+                walk(v)
+        else:
+            h.update(f"{type(o).__name__}:{o!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def save_checkpoint(folder: Path, state: dict) -> Path:
+    """Write state as folder/last.pt, keeping the one before as previous.pt. Called by rank 0
+    alone; raises SaveFailed (and leaves no temporary file) when the file cannot be written."""
+    state = {**state, "checksum": digest(state)}
+    last = folder / LAST
+    tmp = folder / f"{LAST}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if last.exists():
+            os.replace(last, folder / PREVIOUS)
+        os.replace(tmp, last)
+        sync_folder(folder)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        raise SaveFailed(last, reason) from None
+    return last
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames durable: they live in the folder's own entry."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def first_line(e: Exception) -> str:
+    """The first line of an error, without PyTorch's advice to load with weights_only=False."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    line = next((ln for ln in lines if "weights_only" not in ln), "")
+    return line or type(e).__name__
 
 
 def load_checkpoint(path: Path) -> dict:
+    """The checkpoint in path, checked; Damaged says what is wrong with it."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    if size == 0:
+        raise Damaged(f"{path} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise Damaged(f"{path} is not a whole PyTorch checkpoint (truncated, or another file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or not {"model", "optimizer", "iteration"} <= ckpt.keys():
-            raise ValueError("it is not a resnet-repro checkpoint")
-    except Exception as e:  # any unreadable file is the same user-facing problem
-        raise UserError(
-            f"Cannot resume: the checkpoint {path} cannot be read ({str(e).splitlines()[0]}). "
-            "Move it away to start this run over, or choose a new run directory "
-            "(hydra.run.dir=...)."
-        ) from None
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise Damaged(
+                f"{path} holds objects other than tensors and plain values, which could run "
+                "code when loaded; it was not loaded (resnet-train never writes such files)"
+            ) from None
+        raise Damaged(f"{path} is damaged ({first_line(e)})") from None
+    except Exception as e:  # a damaged archive shows up as any of several errors
+        raise Damaged(f"{path} is damaged ({first_line(e)})") from None
+    if not isinstance(ckpt, dict) or not REQUIRED <= ckpt.keys():
+        raise Damaged(f"{path} is not a resnet-train checkpoint (it lacks {sorted(REQUIRED)})")
+    saved = ckpt.pop("checksum", None)
+    if saved is not None and digest(ckpt) != saved:
+        raise Damaged(
+            f"{path} does not match its checksum: its contents changed after it was written "
+            "(a failing disk or a copy gone wrong)"
+        )
     return ckpt
+
+
+def latest(folder: Path) -> dict | None:
+    """The newest good checkpoint in folder, None if there is none at all. A damaged last.pt is
+    set aside as last.pt.damaged (so the next save cannot push the good previous.pt out), and
+    the run goes on from previous.pt, saying so; with no good one left, the run stops rather
+    than start over from nothing."""
+    for stale in folder.glob("*.tmp"):  # a save cut short by a kill
+        stale.unlink(missing_ok=True)
+    paths = [p for p in (folder / LAST, folder / PREVIOUS) if p.exists()]
+    problems = []
+    for path in paths:
+        try:
+            ckpt = load_checkpoint(path)
+        except Damaged as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            aside = folder / f"{LAST}.damaged"
+            os.replace(folder / LAST, aside)
+            log.warning(
+                f"{problems[0]}. Resuming from {path} (iteration {ckpt['iteration']}) instead; "
+                f"the damaged file is kept as {aside}."
+            )
+        return ckpt
+    if problems:
+        raise UserError(
+            f"Cannot resume: {'; '.join(problems)}. There is no good checkpoint left to resume "
+            f"from. Move {folder} away to start this run over, or choose a new run directory "
+            "(hydra.run.dir=...)."
+        )
+    return None
 
 
 def restore(ckpt: dict, model, optimizer, scaler, world) -> int:
@@ -74,10 +187,10 @@ def restore(ckpt: dict, model, optimizer, scaler, world) -> int:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-    except (KeyError, RuntimeError, ValueError) as e:
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserError(
             "Cannot resume: the checkpoint does not fit the model and optimizer built from these "
-            f"settings ({str(e).splitlines()[0]}). It may come from another version of this "
+            f"settings ({first_line(e)}). It may come from another version of this "
             "code; choose a new run directory (hydra.run.dir=...) to start over."
         ) from None
     return ckpt["iteration"]

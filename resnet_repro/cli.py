@@ -5,7 +5,6 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -18,46 +17,72 @@ from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from .data import class_count, load_dataset
 from .distributed import World
 from .engine import Diverged, Interrupted, Training, evaluate_all, train
-from .errors import UserError, check_keys
+from .errors import UserError
+from .files import RunLock
 from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
 from .models import build_model, count_flops, count_parameters
-from .records import NullRecord, RunRecord, remove_if_empty, remove_if_untouched, write_summary
+from .records import (
+    NullRecord,
+    RunRecord,
+    commit_hydra_files,
+    remove_if_empty,
+    remove_if_untouched,
+    staging_dir,
+    write_summary,
+)
 from .runs import what_it_trains
 from .sampling import EpochPlan
 from .schedule import StepSchedule
+from .settings import CONF_DIR, Settings, arguments, check_overrides, make_schedule, stop_signals
 from .usage import usage
 
 log = logging.getLogger("resnet_repro")
-# conf/ sits at the top of the checkout (installed editable, see the Makefile). Hydra would read a
-# relative path as a Python package here, so give it the absolute folder.
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # conf/config.yaml: `${rank_zero:A,B}` is A on rank 0 (or without a launcher) and B elsewhere, so
-# that Hydra writes .hydra/ and the log file from rank 0 alone, before any code of ours runs.
+# that Hydra writes the log file from rank 0 alone, before any code of ours runs; `${staging:}`
+# is where rank 0's Hydra writes .hydra/ (records.staging_dir), and nowhere on other ranks.
 OmegaConf.register_new_resolver(
     "rank_zero",
     lambda value, other=None: value if distributed.world_from_env().is_main else other,
     replace=True,
 )
+OmegaConf.register_new_resolver(
+    "staging",
+    lambda: staging_dir(Path()).name if distributed.world_from_env().is_main else None,
+    replace=True,
+)
+# How a run ends (documented in the README): 0 done, or finished before; 1 stopped by a fault
+# (a loss that is not finite, a checkpoint that could not be written, a rank that was lost);
+# 2 a mistake in the settings, the data or the run directory, found before training; 130
+# stopped by a signal (Ctrl-C, SIGTERM, preemption) with a checkpoint saved: run the same
+# command to resume.
+DONE, FAULT, MISTAKE, STOPPED = 0, 1, 2, 130
 
 
 def main() -> None:
-    """The console script: what Hydra's launchers need is checked before Hydra starts them,
-    since their own failures surface as tracebacks."""
-    if {"--help", "-h"} & set(sys.argv[1:]):
+    """The console script: the command line is checked before Hydra reads it, and what Hydra's
+    launchers need before Hydra starts them, since their own failures surface as tracebacks."""
+    argv = sys.argv[1:]
+    if {"--help", "-h"} & set(argv):
         print(usage(CONF_DIR))
         return
-    if "hydra/launcher=slurm" in sys.argv[1:]:
-        problem = None
+    problem = None
+    if "hydra/launcher=slurm" in argv:
         if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-            problem = "needs the SLURM extra: .venv/bin/pip install -e '.[slurm]'"
+            problem = (
+                "hydra/launcher=slurm needs the SLURM extra: .venv/bin/pip install -e '.[slurm]'"
+            )
         elif shutil.which("sbatch") is None:
             problem = (
-                "submits to SLURM, but this machine has no sbatch: run it on a SLURM login "
-                "node, or drop hydra/launcher=slurm to run the sweep here"
+                "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
+                "on a SLURM login node, or drop hydra/launcher=slurm to run the sweep here."
             )
-        if problem:
-            print(f"resnet-train: hydra/launcher=slurm {problem}.", file=sys.stderr)
-            sys.exit(2)
+    try:
+        check_overrides(argv, CONF_DIR)
+    except UserError as e:
+        problem = str(e)
+    if problem:
+        print(f"resnet-train: {problem}", file=sys.stderr)
+        sys.exit(MISTAKE)
     train_app()
 
 
@@ -67,7 +92,8 @@ def train_app(cfg: DictConfig) -> None:
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 alone logs; others only warn
     hydra_dir = run_dir = Path(HydraConfig.get().runtime.output_dir)
-    started = False
+    started, lock = False, None
+    code, message = DONE, None
     try:
         # Everything a user can get wrong in the config is checked before anything is written.
         settings = arguments(cfg)
@@ -77,47 +103,103 @@ def train_app(cfg: DictConfig) -> None:
         # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
         # rank 0) and goes.
         run_dir = Path(world.broadcast_object(str(hydra_dir)))
+        held = []  # the lock stays with rank 0; the others learn whether it was taken
+        world.share_from_main(lambda: held.append(lock_run_dir(run_dir)))
+        lock = held[0] if held else None
         run(cfg, settings, device, world, run_dir)
     except UserError as e:
         if world.is_main:
-            remove_if_untouched(run_dir)
+            if lock is not None:
+                lock, _ = None, lock.release()
+            remove_if_untouched(run_dir)  # and this process's staged .hydra/ files in any case
         # The config is the same on every rank, and rank 0 hands on what it finds: say it once.
         if world.is_main or (started and not getattr(e, "handed_on", False)):
-            rank = f" (rank {world.rank})" if not world.is_main else ""
-            print(f"resnet-train{rank}: {e}", file=sys.stderr)
-        sys.exit(2)
+            code, message = MISTAKE, str(e)
+        else:
+            code = MISTAKE
     except Interrupted as e:
-        if world.is_main:
-            print(
-                f"resnet-train: stopped after iteration {e.iteration}; checkpoint saved in "
+        code, message = (
+            STOPPED,
+            (
+                f"stopped after iteration {e.iteration}; checkpoint saved in "
                 f"{run_dir}/checkpoints/last.pt. To resume, run the same command with "
-                f"hydra.run.dir={run_dir}",
-                file=sys.stderr,
-            )
-        sys.exit(130)
+                f"hydra.run.dir={run_dir}"
+            ),
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, without a checkpoint
+        code, message = (
+            STOPPED,
+            (
+                f"stopped at once (a second Ctrl-C). The last checkpoint in {run_dir}/checkpoints is "
+                f"intact: run the same command with hydra.run.dir={run_dir} to resume from it."
+            ),
+        )
     except Diverged as e:
-        if world.is_main:
-            print(
-                f"resnet-train: the training loss is not finite at iteration {e.iteration}: the "
-                "run diverged (too large an lr, or fp16 without loss scaling?). Nothing was saved "
-                f"after it; the last checkpoint in {run_dir}/checkpoints is from before.",
-                file=sys.stderr,
-            )
-        sys.exit(1)
+        kept = (
+            f"the last checkpoint, {run_dir}/checkpoints/last.pt, is from before it, with finite "
+            "weights"
+            if (run_dir / "checkpoints" / checkpoint.LAST).exists()
+            else "no checkpoint had been saved yet"
+        )
+        code, message = (
+            FAULT,
+            (
+                f"{e}: the run diverged (too large an lr, or fp16 without loss scaling?). It stopped "
+                f"with nothing saved after that iteration: {kept}. No summary.json was written."
+            ),
+        )
+    except checkpoint.SaveFailed as e:
+        code, message = (
+            FAULT,
+            (
+                f"the checkpoint {e.path} could not be written ({e.reason}); training stopped "
+                "there. The checkpoint before it is intact and no temporary file is left. Free space "
+                f"(or fix the disk) and run the same command with hydra.run.dir={run_dir} to resume."
+            ),
+        )
+    except RuntimeError as e:
+        if not (world.distributed and distributed.lost_a_rank(e)):
+            raise
+        code, message = (
+            FAULT,
+            (
+                "lost contact with another rank (it was killed or failed; see its own output). "
+                f"Every rank stops; the last checkpoint in {run_dir}/checkpoints is intact: run the "
+                "same command to resume from it."
+            ),
+        )
+    except OSError as e:  # a full disk or an I/O error while writing the run's records
+        code, message = (
+            FAULT,
+            (
+                f"{e.strerror or e} on {e.filename or run_dir}; training stopped. The last "
+                f"checkpoint in {run_dir}/checkpoints is intact: fix the cause and run the same "
+                "command to resume."
+            ),
+        )
     finally:
+        if lock is not None:
+            lock.release()
         if not world.is_main:
             remove_if_empty(hydra_dir)
         world.close()
+    if code != DONE:
+        if message and (world.is_main or code == MISTAKE):
+            rank = f" (rank {world.rank})" if not world.is_main else ""
+            print(f"resnet-train{rank}: {message}", file=sys.stderr)
+        sys.exit(code)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The config groups as constructor arguments, checked."""
-
-    data: dict
-    model: dict
-    optim: dict
-    schedule: dict
+def lock_run_dir(run_dir: Path) -> RunLock:
+    """Rank 0 takes the run directory's lock; another process using it is a mistake to report."""
+    try:
+        return RunLock(run_dir)
+    except RunLock.Busy as e:
+        raise UserError(
+            f"{run_dir} is in use by another resnet-train ({e}). Two runs in one directory "
+            "would mix their checkpoints and records: wait for it to end, or choose a new run "
+            "directory (hydra.run.dir=...)."
+        ) from None
 
 
 def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_dir: Path) -> None:
@@ -126,16 +208,19 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     precision = runtime.choose_precision(device, tr.precision)
     model, data, batches, eval_sets, schedule = build(cfg, s, device, world)
     identity = experiment_identity(cfg, schedule)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    ckpt_dir = run_dir / "checkpoints"
     # Rank 0 reads the checkpoint and hands it on: the other ranks (other nodes) need not see
     # the run directory, and all agree on whether there is anything left to do.
-    ckpt = world.share_from_main(lambda: resume_point(ckpt_path, identity, schedule.iterations))
+    ckpt = world.share_from_main(lambda: resume_point(ckpt_dir, identity, schedule.iterations))
     if ckpt == "finished":
         log.info(
             f"{run_dir} finished all {schedule.iterations} iterations already; see "
             f"{run_dir}/summary.json"
         )
         return
+    if world.is_main:  # the settings are accepted: the run directory describes them now
+        commit_hydra_files(run_dir)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     train_model = world.wrap(model, device, tr.sync_bn)
     optimizer = torch.optim.SGD(model.parameters(), **s.optim)
@@ -158,22 +243,36 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         "launcher": world.launcher,
         "hardware": runtime.hardware(device),
     }
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     announce(facts, world, run_dir, start)
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
 
     def save(iteration: int) -> None:
+        """One file for the whole run, written by rank 0: the bare model's state (torchvision's
+        names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first. A failed
+        write stops every rank."""
         rng = world.gather_objects(checkpoint.rng_state())  # every rank takes part
+        failed = None
         if world.is_main:
-            wall = wall_before + time.time() - t0
-            checkpoint.save_checkpoint(
-                ckpt_path, model, optimizer, scaler, iteration, identity, wall, rng
-            )
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "iteration": iteration,
+                "config": identity,
+                "wall_time": wall_before + time.time() - t0,
+                "rng": rng[0],
+                "rng_ranks": rng,
+            }
+            try:
+                checkpoint.save_checkpoint(ckpt_dir, state)
+            except checkpoint.SaveFailed as e:
+                failed = e
+        failed = world.broadcast_object(failed)
+        if failed is not None:
+            raise failed
 
     autocast = runtime.autocast(device, precision)
-    stop = runtime.StopFlag()
+    stop = runtime.StopFlag(stop_signals(tr.stop_signals))
     record = RunRecord(run_dir, start, schedule.iterations) if world.is_main else NullRecord()
     training = Training(
         model=model,
@@ -243,45 +342,16 @@ def announce(facts: dict, world: World, run_dir: Path, start: int) -> None:
         )
 
 
-def resume_point(ckpt_path: Path, identity: dict, iterations: int) -> dict | str | None:
+def resume_point(ckpt_dir: Path, identity: dict, iterations: int) -> dict | str | None:
     """The checkpoint to resume from, None to start, or "finished"."""
-    if not ckpt_path.exists():
+    ckpt = checkpoint.latest(ckpt_dir)
+    if ckpt is None:
         return None
-    ckpt = checkpoint.load_checkpoint(ckpt_path)
-    run_dir = ckpt_path.parents[1]
+    run_dir = ckpt_dir.parent
     checkpoint.check_same_experiment(ckpt.get("config"), identity, run_dir)
     if ckpt["iteration"] >= iterations and (run_dir / "summary.json").exists():
         return "finished"
     return ckpt
-
-
-def arguments(cfg: DictConfig) -> Settings:
-    """The groups as constructor arguments, checked: unknown keys and bad values stop here."""
-    check_settings(cfg)
-    data_args = OmegaConf.to_container(cfg.data, resolve=True)
-    data_args.pop("batch_size")
-    model_args = OmegaConf.to_container(cfg.model, resolve=True)
-    check_keys(build_model, "model", model_args)
-    optim_args = OmegaConf.to_container(cfg.optim, resolve=True)
-    check_keys(torch.optim.SGD, "optim", optim_args)
-    schedule_kwargs = OmegaConf.to_container(cfg.schedule, resolve=True)
-    if schedule_kwargs["warmup_iterations"] == "auto":
-        # [R1] 4.2 warms up ResNet-110 (lr 0.01 until train error < 80%, ~400 iterations), and
-        # notes that 0.1 is too large for it to start converging; deeper CIFAR nets likewise.
-        deep = model_args.get("arch", "cifar") == "cifar" and model_args["depth"] >= 110
-        schedule_kwargs["warmup_iterations"] = 400 if deep else 0
-    schedule_kwargs["milestones"] = tuple(schedule_kwargs["milestones"])
-    by_epochs = "epochs" in schedule_kwargs
-    check_keys(StepSchedule.from_epochs if by_epochs else StepSchedule, "schedule", schedule_kwargs)
-    return Settings(data_args, model_args, optim_args, schedule_kwargs)
-
-
-def make_schedule(cfg: DictConfig, kwargs: dict, steps_per_epoch: int) -> StepSchedule:
-    if "epochs" in kwargs:
-        return StepSchedule.from_epochs(
-            cfg.optim.lr, steps_per_epoch=steps_per_epoch, batch_size=cfg.data.batch_size, **kwargs
-        )
-    return StepSchedule(lr=cfg.optim.lr, **kwargs)
 
 
 def batch_sources(cfg: DictConfig, data, device: torch.device, world: World, memory_format):
@@ -309,47 +379,6 @@ def batch_sources(cfg: DictConfig, data, device: torch.device, world: World, mem
         for name, (x, y) in splits.items()
         if x is not None
     }
-
-
-def check_settings(cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        example = {"data.root": "data.root=/data/imagenet", "model.depth": "model.depth=56"}
-        raise UserError(
-            f"{', '.join(missing)} must be given (the config leaves it unset): add "
-            f"{example.get(missing[0], missing[0] + '=...')} to the command."
-        )
-    length = "epochs" if "epochs" in cfg.schedule else "iterations"
-    positive = {
-        "data.batch_size": cfg.data.batch_size,
-        "optim.lr": cfg.optim.lr,
-        f"schedule.{length}": cfg.schedule[length],
-        "trainer.log_every": cfg.trainer.log_every,
-        "trainer.eval_every": cfg.trainer.eval_every,
-        "trainer.ckpt_every": cfg.trainer.ckpt_every,
-        "trainer.eval_batch_size": cfg.trainer.eval_batch_size,
-    }
-    for key, value in positive.items():
-        whole = key != "optim.lr"
-        wrong_type = isinstance(value, bool) or not isinstance(value, int if whole else int | float)
-        if wrong_type or value <= 0:
-            kind = "a positive whole number" if whole else "a positive number"
-            raise UserError(
-                f"{key}={value!r} must be {kind}. [R1]'s CIFAR recipe uses batch "
-                "128, lr 0.1 and 64000 iterations."
-            )
-    warmup = cfg.schedule.warmup_iterations
-    if warmup != "auto" and (not isinstance(warmup, int) or warmup < 0):
-        raise UserError(
-            f"schedule.warmup_iterations={warmup!r} must be auto or a whole "
-            "number >= 0 (the papers use 400 for deep nets)."
-        )
-    depth = cfg.model.depth
-    if isinstance(depth, bool) or not isinstance(depth, int):
-        raise UserError(f"model.depth={depth!r} must be a whole number, such as 20 or 110.")
-    for key in ("channels_last", "sync_bn"):
-        if not isinstance(cfg.trainer[key], bool):
-            raise UserError(f"trainer.{key}={cfg.trainer[key]!r} must be true or false.")
 
 
 def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:

@@ -51,6 +51,14 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
         return bool(t.item())
 
+    def smallest(self, value: int) -> int:
+        """The smallest of the ranks' values, on every rank."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value])
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.control)
+        return int(t.item())
+
     def broadcast_object(self, obj):
         """Rank 0's obj, on every rank."""
         if not self.distributed:
@@ -193,3 +201,13 @@ def start(world: World, device: torch.device) -> World:
     )
     control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
     return replace(world, control=control)
+
+
+def lost_a_rank(e: RuntimeError) -> bool:
+    """Whether an error is a collective that failed because another rank went away: gloo
+    notices a closed connection at once. (NCCL does not; under torchrun the agent stops the
+    other ranks when one dies, and under srun --kill-on-bad-exit=1 does.)"""
+    text = str(e)
+    return isinstance(e, dist.DistBackendError) or any(
+        s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+    )

@@ -26,10 +26,11 @@ class Interrupted(Exception):
 
 
 class Diverged(Exception):
-    """The training loss is no longer finite; nothing was saved after `iteration`'s record."""
+    """The training loss (or the weights) stopped being finite at `iteration`; no checkpoint was
+    saved from then on."""
 
-    def __init__(self, iteration: int):
-        super().__init__(iteration)
+    def __init__(self, iteration: int, what: str = "the training loss"):
+        super().__init__(f"{what} is not finite at iteration {iteration}")
         self.iteration = iteration
 
 
@@ -74,15 +75,16 @@ def train(t: Training, start: int) -> dict:
             group["lr"] = lr
         x, y = next(stream)
         loss, logits = train_step(t, x, y)
-        window.add(loss, logits, y)
+        window.add(loss, logits, y, it)
         t.record.step(it, lr)
 
         evaluating = it % t.eval_every == 0 or it == total
         if evaluating or it % t.log_every == 0:
             last = {"iteration": it, "epoch": round(it / t.batches.steps_per_epoch, 3), "lr": lr}
+            first_bad = window.first_nonfinite()
             last |= window.flush(t.world)
             if not math.isfinite(last["train_loss"]):  # the same reduced value on every rank
-                raise Diverged(it)
+                raise Diverged(t.world.smallest(first_bad or it))
             if evaluating:
                 last |= evaluate_all(t.model, t.eval_sets, t.autocast, t.world)
                 window.restart_clock()  # images/s counts training only
@@ -90,10 +92,23 @@ def train(t: Training, start: int) -> dict:
 
         stopping = t.world.any(t.stop_requested())  # every rank stops at the same iteration
         if stopping or it % t.ckpt_every == 0 or it == total:
+            check_finite(t, window, it)
             t.save(it)
         if stopping:
             raise Interrupted(it)
     return last
+
+
+def check_finite(t: Training, window: "Window", it: int) -> None:
+    """Before a checkpoint: a loss that was not finite since the last record, or weights that
+    are not, stop the run instead, so that the checkpoint on disk stays the last finite one.
+    (Checked here and at each record, not at each step: that would wait for the device.)"""
+    first_bad = window.first_nonfinite()
+    weights_bad = not torch.stack([p.isfinite().all() for p in t.model.parameters()]).all()
+    if t.world.any(bool(first_bad) or bool(weights_bad)):
+        if t.world.any(bool(first_bad)):
+            raise Diverged(t.world.smallest(first_bad or it))
+        raise Diverged(it, "the weights")
 
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
@@ -157,15 +172,24 @@ class Window:
 
     def __init__(self):
         self.sums, self.n = 0, 0  # [loss sum, wrong] on the device after the first add
+        self.first_bad = None  # the first iteration whose loss was not finite (0: none)
         self.restart_clock()
 
     def restart_clock(self) -> None:
         self.start = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, it: int) -> None:
         wrong = (logits.argmax(1) != y).sum()
         self.sums = self.sums + torch.stack([loss.double() * len(y), wrong.double()])
         self.n += len(y)
+        if self.first_bad is None:
+            self.first_bad = torch.zeros((), dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self.first_bad == 0)
+        self.first_bad = torch.where(bad, it, self.first_bad)
+
+    def first_nonfinite(self) -> int:
+        """The first iteration of the window whose loss was not finite, else 0 (a device sync)."""
+        return 0 if self.first_bad is None else int(self.first_bad)
 
     def flush(self, world: World) -> dict:
         """The window's numbers over all ranks: one host-device sync and one all-reduce."""

@@ -1,4 +1,6 @@
+import fcntl
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -15,3 +17,32 @@ def atomic_save(obj, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (flock on its .lock file), held while a run uses
+    it. The kernel drops it when the process ends, however it ends: a killed run never leaves
+    it held. `take` raises Busy when another process holds it."""
+
+    NAME = ".lock"
+
+    class Busy(Exception):
+        pass
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / self.NAME
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise RunLock.Busy(holder or "another process") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import math
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +11,9 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .files import RunLock
 
 log = logging.getLogger("resnet_repro")
 
@@ -17,7 +22,9 @@ class RunRecord:
     """metrics.jsonl (one JSON object per logged step), TensorBoard, and a progress display.
 
     On resume, records past the checkpoint's iteration (written before the interruption) are
-    dropped, so the files read as one uninterrupted run.
+    dropped, so the files read as one uninterrupted run. Every record is logged, so train.log
+    reads the same with or without a terminal; on a terminal the log lines are written above
+    the progress bar.
     """
 
     def __init__(self, run_dir: Path, start_iteration: int, iterations: int):
@@ -26,8 +33,10 @@ class RunRecord:
         self.metrics = open(self.metrics_path, "a")
         self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_iteration + 1)
         self.iterations = iterations
-        self.bar = None
+        self.bar = self.redirect = None
         if sys.stderr.isatty():
+            self.redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+            self.redirect.__enter__()
             self.bar = tqdm(
                 total=iterations,
                 initial=start_iteration,
@@ -43,7 +52,7 @@ class RunRecord:
             self.bar.update(1)
 
     def write(self, record: dict) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.write(strict_json(record) + "\n")
         self.metrics.flush()
         it = record["iteration"]
         for key, value in record.items():
@@ -51,14 +60,12 @@ class RunRecord:
                 self.tb.add_scalar(key, value, it)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{record.get('train_loss', 0):.3f}", lr=record["lr"])
-            if "test_error" in record:
-                self.bar.write(format_record(record))
-        else:
-            log.info(format_record(record))
+        log.info(format_record(record))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.redirect.__exit__(None, None, None)
         self.tb.close()
         self.metrics.close()
 
@@ -88,6 +95,21 @@ def format_record(r: dict) -> str:
         if f"{split}_error" in r:
             parts.append(f"{split} err {r[f'{split}_error']:.2f}%")
     return " | ".join(parts)
+
+
+def strict_json(obj, **kwargs) -> str:
+    """JSON that strict readers accept: a value that is not finite is written as null."""
+
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), allow_nan=False, **kwargs)
 
 
 def truncate_after(path: Path, iteration: int) -> None:
@@ -151,7 +173,7 @@ def write_summary(run_dir: Path, facts: dict, last: dict, wall_time: float) -> N
         "code_version": code_version(),
         "command": sys.argv,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "summary.json").write_text(strict_json(summary, indent=2) + "\n")
     errors = ", ".join(
         f"{k.removesuffix('_error')} error {v:.2f}%"
         for k, v in last.items()
@@ -160,14 +182,46 @@ def write_summary(run_dir: Path, facts: dict, last: dict, wall_time: float) -> N
     log.info(f"done: {errors}; {wall_time / 60:.1f} min; summary in {run_dir}/summary.json")
 
 
+def staging_dir(run_dir: Path) -> Path:
+    """Where Hydra writes this process's .hydra/ files (conf/config.yaml): they become the run
+    directory's .hydra/ only once its settings are accepted, so that a refused resumption leaves
+    the files that describe the run's checkpoint as they were."""
+    return run_dir / f".hydra-{os.getpid()}"
+
+
+def commit_hydra_files(run_dir: Path) -> None:
+    """Called holding the run's lock: this process's staged .hydra/ files replace the run's,
+    and any staged by processes that were killed go."""
+    staged = staging_dir(run_dir)
+    if staged.is_dir():
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+        os.replace(staged, run_dir / ".hydra")
+    for other in run_dir.glob(".hydra-*"):
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def untouched(name: str) -> bool:
+    return name in (".hydra", "train.log", RunLock.NAME) or name.startswith(".hydra-")
+
+
 def remove_if_untouched(run_dir: Path) -> None:
     """A run stopped by a user mistake leaves nothing behind: Hydra has already made its run
-    directory with .hydra/ and the log; remove them unless the run directory holds more."""
-    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+    directory with the log and the staged .hydra/; remove them unless the run directory holds
+    more, or another process is using it. In a run directory that holds more, only this
+    process's staged files go."""
+    shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
+    if Path.cwd().resolve().is_relative_to(run_dir.resolve()) or not run_dir.is_dir():
         return
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        remove_empty_parents(run_dir)
+    try:
+        lock = RunLock(run_dir)
+    except RunLock.Busy:
+        return
+    try:
+        if all(untouched(p.name) for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_empty_parents(run_dir)
+    finally:
+        lock.release()
 
 
 def remove_if_empty(run_dir: Path) -> None:
@@ -181,7 +235,12 @@ def remove_if_empty(run_dir: Path) -> None:
 
 
 def remove_empty_parents(run_dir: Path) -> None:
-    for parent in list(run_dir.parents)[:2]:  # the date folder, outputs/multirun/...
+    """The folders Hydra made above a run directory (the date folder, outputs/multirun/...),
+    if empty; never the working directory or a folder outside it."""
+    cwd = Path.cwd().resolve()
+    for parent in list(run_dir.resolve().parents)[:2]:
+        if parent == cwd or not parent.is_relative_to(cwd):
+            break
         # A sweep stopped at its first run by a mistake holds only Hydra's multirun.yaml.
         if parent.is_dir() and {p.name for p in parent.iterdir()} == {"multirun.yaml"}:
             (parent / "multirun.yaml").unlink()

@@ -133,17 +133,18 @@ def cpu_name() -> str:
 
 
 class StopFlag:
-    """Turns Ctrl-C, SIGTERM (what SLURM sends before it kills a job) and SIGUSR1/SIGUSR2 (the
-    signals SLURM's --signal and submitit use to announce preemption or the time limit) into a
-    request to stop cleanly: the loop saves a checkpoint at the end of the current iteration.
-    A second Ctrl-C quits at once. A handler that was there before (submitit requeues the job
-    from its own) is called after the checkpoint is saved: see `forward`."""
+    """Turns the stop signals (trainer.stop_signals: Ctrl-C; SIGTERM, which SLURM sends before
+    it kills a job; SIGUSR1, what `sbatch --signal=USR1@90` asks for before preemption or the
+    time limit; SIGUSR2, which submitit asks for) into a request to stop cleanly: the loop saves
+    a checkpoint at the end of the current iteration. A second Ctrl-C quits at once. A handler
+    that was there before (submitit requeues the job from its own) is called after the
+    checkpoint is saved: see `forward`."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
-    def __init__(self):
+    def __init__(self, signals=SIGNALS):
         self.received = None
-        self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
+        self.previous = {s: signal.signal(s, self.handle) for s in signals}
 
     def handle(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:
