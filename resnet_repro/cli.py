@@ -113,70 +113,14 @@ def train_app(cfg: DictConfig) -> None:
                 lock, _ = None, lock.release()
             remove_if_untouched(run_dir)  # and this process's staged .hydra/ files in any case
         # The config is the same on every rank, and rank 0 hands on what it finds: say it once.
-        if world.is_main or (started and not getattr(e, "handed_on", False)):
-            code, message = MISTAKE, str(e)
-        else:
-            code = MISTAKE
-    except Interrupted as e:
-        code, message = (
-            STOPPED,
-            (
-                f"stopped after iteration {e.iteration}; checkpoint saved in "
-                f"{run_dir}/checkpoints/last.pt. To resume, run the same command with "
-                f"hydra.run.dir={run_dir}"
-            ),
-        )
-    except KeyboardInterrupt:  # a second Ctrl-C: at once, without a checkpoint
-        code, message = (
-            STOPPED,
-            (
-                f"stopped at once (a second Ctrl-C). The last checkpoint in {run_dir}/checkpoints is "
-                f"intact: run the same command with hydra.run.dir={run_dir} to resume from it."
-            ),
-        )
-    except Diverged as e:
-        kept = (
-            f"the last checkpoint, {run_dir}/checkpoints/last.pt, is from before it, with finite "
-            "weights"
-            if (run_dir / "checkpoints" / checkpoint.LAST).exists()
-            else "no checkpoint had been saved yet"
-        )
-        code, message = (
-            FAULT,
-            (
-                f"{e}: the run diverged (too large an lr, or fp16 without loss scaling?). It stopped "
-                f"with nothing saved after that iteration: {kept}. No summary.json was written."
-            ),
-        )
-    except checkpoint.SaveFailed as e:
-        code, message = (
-            FAULT,
-            (
-                f"the checkpoint {e.path} could not be written ({e.reason}); training stopped "
-                "there. The checkpoint before it is intact and no temporary file is left. Free space "
-                f"(or fix the disk) and run the same command with hydra.run.dir={run_dir} to resume."
-            ),
-        )
+        said = world.is_main or (started and not getattr(e, "handed_on", False))
+        code, message = MISTAKE, str(e) if said else None
+    except (Interrupted, KeyboardInterrupt, Diverged, checkpoint.SaveFailed, OSError) as e:
+        code, message = ending(e, run_dir)
     except RuntimeError as e:
         if not (world.distributed and distributed.lost_a_rank(e)):
             raise
-        code, message = (
-            FAULT,
-            (
-                "lost contact with another rank (it was killed or failed; see its own output). "
-                f"Every rank stops; the last checkpoint in {run_dir}/checkpoints is intact: run the "
-                "same command to resume from it."
-            ),
-        )
-    except OSError as e:  # a full disk or an I/O error while writing the run's records
-        code, message = (
-            FAULT,
-            (
-                f"{e.strerror or e} on {e.filename or run_dir}; training stopped. The last "
-                f"checkpoint in {run_dir}/checkpoints is intact: fix the cause and run the same "
-                "command to resume."
-            ),
-        )
+        code, message = ending(e, run_dir)
     finally:
         if lock is not None:
             lock.release()
@@ -188,6 +132,45 @@ def train_app(cfg: DictConfig) -> None:
             rank = f" (rank {world.rank})" if not world.is_main else ""
             print(f"resnet-train{rank}: {message}", file=sys.stderr)
         sys.exit(code)
+
+
+def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
+    """The exit code and the message of a run that stopped before its end."""
+    last = f"{run_dir}/checkpoints/{checkpoint.LAST}"
+    resume = f"run the same command with hydra.run.dir={run_dir} to resume"
+    if isinstance(e, Interrupted):
+        return (
+            STOPPED,
+            f"stopped after iteration {e.iteration}; checkpoint saved in {last}. To "
+            + (f"resume, {resume.removeprefix('run ')}".replace("resume, the", "resume, run the")),
+        )
+    if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: at once, without a checkpoint
+        return STOPPED, f"stopped at once (a second Ctrl-C); {last} is intact: {resume} from it."
+    if isinstance(e, Diverged):
+        kept = (
+            f"{last} is from before it, with finite weights"
+            if Path(last).exists()
+            else "no checkpoint had been saved yet"
+        )
+        return FAULT, (
+            f"{e}: the run diverged (too large an lr, or fp16 without loss scaling?). It stopped "
+            f"and saved nothing from that iteration on: {kept}. No summary.json was written."
+        )
+    if isinstance(e, checkpoint.SaveFailed):
+        return FAULT, (
+            f"the checkpoint {e.path} could not be written ({e.reason}); training stopped there. "
+            "The checkpoint before it is intact and no temporary file is left. Free space (or "
+            f"fix the disk), then {resume}."
+        )
+    if isinstance(e, OSError):  # a full disk or an I/O error while writing the run's records
+        return FAULT, (
+            f"{e.strerror or e} on {e.filename or run_dir}; training stopped. The last "
+            f"checkpoint, {last}, is intact: fix the cause, then {resume}."
+        )
+    return FAULT, (  # a lost rank
+        "lost contact with another rank (it was killed or failed; see its own output), so "
+        f"every rank stops. The last checkpoint, {last}, is intact: {resume}."
+    )
 
 
 def lock_run_dir(run_dir: Path) -> RunLock:

@@ -6,6 +6,8 @@ Two layouts are read:
 """
 
 import hashlib
+import io
+import logging
 import os
 import pickle
 import shutil
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError, check_keys
 from .files import atomic_save
@@ -59,6 +61,7 @@ CIFAR = {
 }
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CACHE_VERSION = 1
+log = logging.getLogger("resnet_repro")
 
 
 @dataclass
@@ -146,14 +149,72 @@ def load_cifar(name: str, root: str, download: bool = True) -> ImageData:
     layout, path = source
     fingerprint = source_fingerprint(layout, path, spec)
     cache = cache_path(path, name)
-    if cache.exists():
-        cached = torch.load(cache, weights_only=True)
-        if cached.get("fingerprint") == fingerprint and cached.get("version") == CACHE_VERSION:
-            return ImageData(**cached["tensors"], num_classes=spec.num_classes)
-    reader = read_python_version if layout == "python" else read_image_folder
-    tensors = reader(path, spec)
-    atomic_save({"fingerprint": fingerprint, "version": CACHE_VERSION, "tensors": tensors}, cache)
+    tensors = read_cache(cache, fingerprint, spec)
+    if tensors is None:
+        reader = read_python_version if layout == "python" else read_image_folder
+        tensors = reader(path, spec)
+        check_labels(tensors, spec, path)
+        write_cache(
+            cache, {"fingerprint": fingerprint, "version": CACHE_VERSION, "tensors": tensors}
+        )
     return ImageData(**tensors, num_classes=spec.num_classes)
+
+
+def read_cache(cache: Path, fingerprint: str, spec: "Cifar") -> dict | None:
+    """The decoded tensors, if the cache is whole and made from the source as it is now; a cache
+    that is damaged, stale or of another version is rebuilt (it is only a copy)."""
+    if not cache.exists():
+        return None
+    try:
+        cached = torch.load(cache, map_location="cpu", weights_only=True)
+        tensors = cached["tensors"]
+        fresh = cached.get("fingerprint") == fingerprint and cached.get("version") == CACHE_VERSION
+        if fresh:
+            check_labels(tensors, spec, cache)
+            return tensors
+        log.info(f"The data set changed since {printable(cache)} was made: decoding it again.")
+    except Exception as e:  # a damaged file shows up as any of several errors
+        log.warning(
+            f"The data cache {printable(cache)} is damaged ({type(e).__name__}); rebuilding it."
+        )
+    return None
+
+
+def write_cache(cache: Path, content: dict) -> None:
+    """Keep the decoded data set for the next run, where it can be written; where it cannot
+    (a read-only data folder and cache folder), every run decodes it again."""
+    try:
+        atomic_save(content, cache)
+    except OSError as e:
+        log.warning(
+            f"Cannot write the data cache {printable(cache)} ({e.strerror}); going on without "
+            "one (each run decodes the data again). Set XDG_CACHE_HOME to a writable folder to "
+            "keep it."
+        )
+
+
+def check_labels(tensors: dict, spec: "Cifar", source: Path) -> None:
+    """Every label a class of the data set, every image 3 x 32 x 32: found here, before a run
+    starts, not by a traceback mid-training."""
+    for split in ("train", "test"):
+        images, labels = tensors[f"{split}_images"], tensors[f"{split}_labels"]
+        if (
+            images.dim() != 4
+            or tuple(images.shape[1:]) != (3, 32, 32)
+            or len(images) != len(labels)
+        ):
+            raise UserError(
+                f"{printable(source)}: the {split} images have shape {tuple(images.shape)} for "
+                f"{len(labels)} labels; CIFAR images are 3 x 32 x 32, one label each."
+            )
+        bad = (labels < 0) | (labels >= spec.num_classes)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise UserError(
+                f"{printable(source)}: {int(bad.sum())} {split} labels are outside 0..."
+                f"{spec.num_classes - 1} (the first, image {i}, has label {int(labels[i])}); "
+                f"this is not {spec.folder} data, or the file is damaged."
+            )
 
 
 def find_source(spec: Cifar, root: Path) -> tuple[str, Path] | None:
@@ -162,7 +223,18 @@ def find_source(spec: Cifar, root: Path) -> tuple[str, Path] | None:
             return "python", folder
     if (root / "train").is_dir() and (root / "test").is_dir():
         return "folder", root
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        have, lack = ("train", "test") if (root / "train").is_dir() else ("test", "train")
+        raise UserError(
+            f"data.root={printable(root)} has {have}/ but no {lack}/: an image folder needs "
+            f"both, {root}/train/<class>/* and {root}/test/<class>/*."
+        )
     return None
+
+
+def printable(path) -> str:
+    """A path as text that can be printed whatever bytes its name holds."""
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def source_fingerprint(layout: str, path: Path, spec: Cifar) -> str:
@@ -174,7 +246,7 @@ def source_fingerprint(layout: str, path: Path, spec: Cifar) -> str:
     h = hashlib.sha1()
     for f in files:
         st = f.stat()
-        h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(f.relative_to(path)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -187,14 +259,60 @@ def cache_path(source: Path, name: str) -> Path:
     return base / f"{name}_{key}.pt"
 
 
+class BatchUnpickler(pickle.Unpickler):
+    """Reads the official CIFAR batch files without running code: a pickle may name any function
+    to call, and these name only numpy's array reconstruction. Anything else is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes, as Python 3 writes them at pickle protocol 2
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR files never hold")
+        return super().find_class(module, name)
+
+
+def read_batch(file: Path, spec: Cifar) -> tuple[np.ndarray, list]:
+    """One batch file: N x 3072 uint8 pixels and N labels, checked."""
+    label_key = spec.label_key.encode()
+    try:
+        with open(file, "rb") as fh:
+            batch = BatchUnpickler(io.BufferedReader(fh), encoding="bytes").load()
+        data, labels = batch[b"data"], batch[label_key]
+        data = np.asarray(data)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise ValueError(f"its data has shape {data.shape} ({data.dtype}), not N x 3072 uint8")
+        labels = [int(v) for v in labels]
+        if len(labels) != len(data):
+            raise ValueError(f"it has {len(data)} images but {len(labels)} labels")
+    except pickle.UnpicklingError as e:
+        raise UserError(
+            f"{printable(file)} is not a CIFAR batch file ({e}); it was not loaded. Replace it "
+            "with the official one."
+        ) from None
+    except (EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        why = "it is truncated" if isinstance(e, EOFError) else str(e) or type(e).__name__
+        raise UserError(
+            f"{printable(file)} is not a whole CIFAR batch file ({why}). Replace it with the "
+            f"official {spec.folder} file."
+        ) from None
+    return data, labels
+
+
 def read_python_version(path: Path, spec: Cifar) -> dict[str, torch.Tensor]:
     def read(files):
         images, labels = [], []
         for f in files:
-            with open(path / f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(batch[spec.label_key.encode()])
+            data, batch_labels = read_batch(path / f, spec)
+            images.append(data.reshape(-1, 3, 32, 32))
+            labels.extend(batch_labels)
         return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
 
     train_images, train_labels = read(spec.train_files)
@@ -211,36 +329,64 @@ def read_image_folder(root: Path, spec: Cifar) -> dict[str, torch.Tensor]:
     classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
     if len(classes) != spec.num_classes:
         raise UserError(
-            f"{root}/train has {len(classes)} class folders, but this data set has "
+            f"{printable(root)}/train has {len(classes)} class folders, but this data set has "
             f"{spec.num_classes}. Check data.root, or choose data=cifar10 / data=cifar100 to match."
+        )
+    test_classes = sorted(d.name for d in (root / "test").iterdir() if d.is_dir())
+    if test_classes != classes:
+        only_train = sorted(set(classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(classes))
+        raise UserError(
+            f"{printable(root)}/test has other class folders than train/ (only in train/: "
+            f"{', '.join(only_train) or '-'}; only in test/: {', '.join(only_test) or '-'}). "
+            "A class's folder must have the same name in both, or its test images would be "
+            "counted as another class, or not at all."
         )
     tensors = {}
     for split in ("train", "test"):
         files, labels = [], []
         for label, cls in enumerate(classes):
             found = sorted(
-                p for p in (root / split / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                p for p in (root / split / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
             )
             files += found
             labels += [label] * len(found)
         if not files:
-            raise UserError(f"{root}/{split} holds no images in folders named {classes[:3]}...")
+            raise UserError(
+                f"{printable(root)}/{split} holds no images in its class folders "
+                f"({', '.join(classes[:3])}, ...); expected {split}/<class>/*.png or *.jpg."
+            )
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
             images = list(pool.map(decode_rgb, files))
-        shapes = {im.shape for im in images}
-        if len(shapes) != 1:
+        unreadable = [(f, im) for f, im in zip(files, images, strict=True) if isinstance(im, str)]
+        if unreadable:
+            shown = "; ".join(f"{printable(f)} ({why})" for f, why in unreadable[:3])
             raise UserError(
-                f"{root}/{split} mixes image sizes {sorted(shapes)[:3]}; "
-                "CIFAR images are all 32x32."
+                f"{len(unreadable)} of the {len(files)} files in {printable(root)}/{split} are not "
+                f"readable images: {shown}. Remove or replace them."
+            )
+        odd = [f for f, im in zip(files, images, strict=True) if im.shape != (32, 32, 3)]
+        if odd:
+            shown = ", ".join(printable(f) for f in odd[:3])
+            raise UserError(
+                f"{len(odd)} images in {printable(root)}/{split} are not 32x32 (such as {shown}); "
+                "CIFAR images are all 32x32. Remove them, or train on the folder with "
+                "data=imagefolder."
             )
         tensors[f"{split}_images"] = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
         tensors[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
     return {k: v.contiguous() for k, v in tensors.items()}
 
 
-def decode_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+def decode_rgb(path: Path) -> np.ndarray | str:
+    """The image's pixels, or why it cannot be read (a truncated file, or not an image)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        return "not an image"
+    except (OSError, SyntaxError, ValueError) as e:
+        return str(e) or type(e).__name__
 
 
 def download_cifar(spec: Cifar, root: Path) -> None:

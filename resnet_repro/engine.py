@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import ALONE, World
+from .errors import UserError
 from .records import NullRecord, RunRecord
 from .sampling import EpochPlan
 from .schedule import StepSchedule
@@ -73,7 +74,14 @@ def train(t: Training, start: int) -> dict:
         lr = t.schedule(it - 1)
         for group in t.optimizer.param_groups:
             group["lr"] = lr
-        x, y = next(stream)
+        try:
+            x, y = next(stream)
+        except UserError as e:  # a file of the data set that cannot be read
+            if t.world.distributed or it - 1 == start:
+                raise  # (under DDP the other ranks wait in a collective: no checkpoint)
+            check_finite(t, window, it - 1)
+            t.save(it - 1)
+            raise UserError(f"{e} Iteration {it - 1} was saved: then resume.") from None
         loss, logits = train_step(t, x, y)
         window.add(loss, logits, y, it)
         t.record.step(it, lr)

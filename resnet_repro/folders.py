@@ -6,10 +6,12 @@ and each rank's share of it come from the plan of sampling.py, so a resumed run 
 batches; the random crops come from the workers' own generators and are not repeated exactly.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
@@ -70,13 +72,33 @@ def load_folder(
     last = [v2.TenCrop(crop_size), stack_crops] if ten_crop else [v2.CenterCrop(crop_size)]
     val_tf = v2.Compose([v2.ToImage(), v2.Resize(resize_size), *last])
     try:
-        train = datasets.ImageFolder(root / "train", transform=train_tf)
-        val = datasets.ImageFolder(root / "val", transform=val_tf)
+        train = datasets.ImageFolder(root / "train", transform=train_tf, loader=read_image)
+        val = datasets.ImageFolder(root / "val", transform=val_tf, loader=read_image)
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(f"Cannot read the image folder at data.root={root}: {e}") from None
     if val.classes != classes:
         raise UserError(f"{root}/val has other class folders than {root}/train; they must match.")
     return FolderData(train, val, len(classes), crop_size, workers)
+
+
+def read_image(path: str) -> Image.Image:
+    """torchvision's reader, but a file that is not a readable image is named. Image folders are
+    too large to decode before training (ImageNet: 1.28M files): a bad file stops the run when
+    it is first read, with its name, rather than be skipped in silence."""
+    try:
+        with open(path, "rb") as f, Image.open(f) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:
+        why = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
+        name = os.fsdecode(path).encode("utf-8", "backslashreplace").decode()
+        raise UserError(f"{name} is not a readable image ({why}). Remove or replace it.") from None
+
+
+def from_worker(e: UserError) -> UserError:
+    """A DataLoader worker's UserError arrives with the worker's traceback in its text; keep our
+    message, the last line."""
+    last = str(e).strip().splitlines()[-1]
+    return UserError(last.split("UserError: ", 1)[-1])
 
 
 def stack_crops(crops) -> torch.Tensor:
@@ -124,8 +146,11 @@ class FolderBatches:
         epoch, step = divmod(start_iteration, self.steps_per_epoch)
         while True:
             self.sampler.epoch, self.sampler.step = epoch, step
-            for x, y in self.loader:
-                yield to_device(x, y, self.normalize, self.device)
+            try:
+                for x, y in self.loader:
+                    yield to_device(x, y, self.normalize, self.device)
+            except UserError as e:
+                raise from_worker(e) from None
             epoch, step = epoch + 1, 0
 
 
@@ -138,8 +163,11 @@ class FolderEval:
         self.normalize, self.device = normalize, device
 
     def __iter__(self):
-        for x, y in self.loader:
-            yield to_device(x, y, self.normalize, self.device)
+        try:
+            for x, y in self.loader:
+                yield to_device(x, y, self.normalize, self.device)
+        except UserError as e:
+            raise from_worker(e) from None
 
 
 def to_device(x, y, normalize: Normalize, device: torch.device):

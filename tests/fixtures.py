@@ -30,7 +30,8 @@ def write_python_version(root: Path, name: str = "cifar10", per_file: int = 4) -
             y = [(j * 7 + i) % num_classes for j in range(per_file)]
             (root / folder).mkdir(parents=True, exist_ok=True)
             with open(root / folder / f, "wb") as fh:
-                pickle.dump({b"data": x.reshape(per_file, -1), label_key: y}, fh)
+                # protocol 2, as the official files (written by Python 2) are
+                pickle.dump({b"data": x.reshape(per_file, -1), label_key: y}, fh, protocol=2)
             xs.append(x)
             ys += y
         out[split] = (np.concatenate(xs), ys)
