@@ -139,10 +139,9 @@ def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
     last = f"{run_dir}/checkpoints/{checkpoint.LAST}"
     resume = f"run the same command with hydra.run.dir={run_dir} to resume"
     if isinstance(e, Interrupted):
-        return (
-            STOPPED,
-            f"stopped after iteration {e.iteration}; checkpoint saved in {last}. To "
-            + (f"resume, {resume.removeprefix('run ')}".replace("resume, the", "resume, run the")),
+        return STOPPED, (
+            f"stopped after iteration {e.iteration}; checkpoint saved in {last}. To resume, run "
+            f"the same command with hydra.run.dir={run_dir}"
         )
     if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: at once, without a checkpoint
         return STOPPED, f"stopped at once (a second Ctrl-C); {last} is intact: {resume} from it."
