@@ -108,11 +108,12 @@ def train(t: Training, start: int) -> dict:
 
 
 def check_finite(t: Training, window: "Window", it: int) -> None:
-    """Before a checkpoint: a loss that was not finite since the last record, or weights that
-    are not, stop the run instead, so that the checkpoint on disk stays the last finite one.
+    """Before a checkpoint: a loss that was not finite since the last record, or weights (or
+    BatchNorm statistics) that are not, stop the run instead, so that the checkpoint on disk stays the last finite one.
     (Checked here and at each record, not at each step: that would wait for the device.)"""
     first_bad = window.first_nonfinite()
-    weights_bad = not torch.stack([p.isfinite().all() for p in t.model.parameters()]).all()
+    state = [v for v in t.model.state_dict().values() if v.is_floating_point()]
+    weights_bad = not torch.stack([v.isfinite().all() for v in state]).all()  # BN stats too
     if t.world.any(bool(first_bad) or bool(weights_bad)):
         if t.world.any(bool(first_bad)):
             raise Diverged(t.world.smallest(first_bad or it))

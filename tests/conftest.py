@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -44,3 +46,40 @@ def cifar10_jpeg(tmp_path_factory) -> Path:
     with tarfile.open(CIFAR_JPEG) as tar:
         tar.extractall(root, filter="data")
     return root
+
+
+# A run long enough to be interrupted: 150 iterations, a checkpoint every 10.
+RESUME = [
+    *TINY,
+    "data.batch_size=16",
+    "schedule.iterations=150",
+    "trainer.ckpt_every=10",
+    "trainer.log_every=10",
+    "trainer.eval_every=50",
+]
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """RESUME run from start to end without a stop: what every interrupted run must equal."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    r = run_cli(*RESUME, f"hydra.run.dir={run_dir}")
+    assert r.returncode == 0, r.stderr
+    return run_dir
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_end(straight: Path, resumed: Path) -> None:
+    """The resumed run ends with the uninterrupted run's weights and momentum, bit for bit, and
+    its record holds every iteration once."""
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    assert a["iteration"] == b["iteration"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for i, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+    assert [m["iteration"] for m in metrics(resumed)] == [m["iteration"] for m in metrics(straight)]
