@@ -273,9 +273,12 @@ class BatchUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),  # bytes, as Python 3 writes them at pickle protocol 2
     }
 
+    class Refused(pickle.UnpicklingError):
+        pass
+
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR files never hold")
+            raise self.Refused(f"it names {module}.{name}, which CIFAR files never hold")
         return super().find_class(module, name)
 
 
@@ -292,13 +295,15 @@ def read_batch(file: Path, spec: Cifar) -> tuple[np.ndarray, list]:
         labels = [int(v) for v in labels]
         if len(labels) != len(data):
             raise ValueError(f"it has {len(data)} images but {len(labels)} labels")
-    except pickle.UnpicklingError as e:
+    except BatchUnpickler.Refused as e:
         raise UserError(
             f"{printable(file)} is not a CIFAR batch file ({e}); it was not loaded. Replace it "
             "with the official one."
         ) from None
-    except (EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-        why = "it is truncated" if isinstance(e, EOFError) else str(e) or type(e).__name__
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            IndexError) as e:  # fmt: skip
+        truncated = isinstance(e, EOFError) or "truncated" in str(e)
+        why = "it is truncated" if truncated else str(e) or type(e).__name__
         raise UserError(
             f"{printable(file)} is not a whole CIFAR batch file ({why}). Replace it with the "
             f"official {spec.folder} file."

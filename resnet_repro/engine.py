@@ -109,8 +109,9 @@ def train(t: Training, start: int) -> dict:
 
 def check_finite(t: Training, window: "Window", it: int) -> None:
     """Before a checkpoint: a loss that was not finite since the last record, or weights (or
-    BatchNorm statistics) that are not, stop the run instead, so that the checkpoint on disk stays the last finite one.
-    (Checked here and at each record, not at each step: that would wait for the device.)"""
+    BatchNorm statistics) that are not, stop the run instead, so that the checkpoint on disk
+    stays the last finite one. (Checked here and at each record, not at each step: that would
+    wait for the device every step.)"""
     first_bad = window.first_nonfinite()
     state = [v for v in t.model.state_dict().values() if v.is_floating_point()]
     weights_bad = not torch.stack([v.isfinite().all() for v in state]).all()  # BN stats too

@@ -73,13 +73,14 @@ class Rule:
             text = ", ".join(self.words)
         else:
             text = "a whole number" if self.kind == "whole" else "a finite number"
+            low, high = (f"{v:g}" if isinstance(v, float) else v for v in (self.low, self.high))
             if self.low is not None and self.high is not None:
                 text += (
-                    f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f" in {'(' if self.low_open else '['}{low}, {high}"
                     f"{')' if self.high_open else ']'}"
                 )
             elif self.low is not None:
-                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+                text += f" {'>' if self.low_open else '>='} {low}"
             if self.words:
                 text = f"{' or '.join(self.words)}, or {text}"
         return f"{text}, or null" if self.null else text

@@ -1,9 +1,13 @@
 import dataclasses
 import hashlib
+import os
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
 from fixtures import make_archive, write_image_folder, write_python_version
+from PIL import Image
 
 from resnet_repro import data
 from resnet_repro.errors import UserError
@@ -134,3 +138,130 @@ def test_synthetic_shapes():
     d = data.load_dataset("synthetic", num_classes=7, train_size=12, test_size=5, val_split=2)
     assert d.train_images.shape == (10, 3, 32, 32) and d.val_images.shape == (2, 3, 32, 32)
     assert int(d.train_labels.max()) < 7 and d.num_classes == 7
+
+
+# --- hostile data: each a clear error naming the file, or a documented skip -------------------
+
+
+def load10(root):
+    return data.load_dataset("cifar10", root=str(root), download=False)
+
+
+def test_a_test_class_folder_named_otherwise_is_refused(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    (tmp_path / "test" / "truck").rename(tmp_path / "test" / "trucks")
+    with pytest.raises(UserError, match="only in train/: truck; only in test/: trucks"):
+        load10(tmp_path)
+
+
+def test_train_without_test_and_empty_folders(tmp_path):
+    (tmp_path / "a" / "train").mkdir(parents=True)
+    with pytest.raises(UserError, match="has train/ but no test/"):
+        load10(tmp_path / "a")
+    write_image_folder(tmp_path / "b", {"train": 1, "test": 1})
+    for png in (tmp_path / "b" / "test").rglob("*.png"):
+        png.unlink()
+    with pytest.raises(UserError, match="test holds no images in its class folders"):
+        load10(tmp_path / "b")
+
+
+@pytest.mark.parametrize("damage", ["not-an-image", "truncated"])
+def test_an_unreadable_image_is_named(tmp_path, damage):
+    write_image_folder(tmp_path, {"train": 2, "test": 1})
+    bad = tmp_path / "train" / "cat" / "0001.png"
+    raw = bad.read_bytes()
+    bad.write_bytes(b"hello, not pixels" if damage == "not-an-image" else raw[: len(raw) // 2])
+    with pytest.raises(UserError) as e:
+        load10(tmp_path)
+    assert "1 of the 20 files" in str(e.value) and str(bad) in str(e.value)
+
+
+def test_an_image_of_another_size_is_named(tmp_path):
+    write_image_folder(tmp_path, {"train": 2, "test": 1})
+    odd = tmp_path / "test" / "dog" / "0000.png"
+    Image.new("RGB", (40, 30)).save(odd)
+    with pytest.raises(UserError, match=f"1 images in .* are not 32x32 \\(such as {odd}\\)"):
+        load10(tmp_path)
+
+
+def test_odd_file_names_are_read(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    cat = tmp_path / "train" / "cat"
+    os.rename(cat / "0000.png", os.path.join(os.fsencode(cat), b"\xff\xfe name with spaces.png"))
+    loaded = load10(tmp_path)  # a name that is not UTF-8 neither crashes nor is dropped
+    assert len(loaded.train_labels) == 10
+
+
+def rewrite_batch(path, change):
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    with open(path, "wb") as f:
+        pickle.dump(change(batch), f, protocol=2)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "is not a whole CIFAR batch file (it is truncated)"),
+        ("shape", "its data has shape (4, 1000) (uint8), not N x 3072 uint8"),
+        ("labels-count", "it has 4 images but 3 labels"),
+        ("labels-range", "2 train labels are outside 0...9 (the first, image 4, has label 10)"),
+    ],
+)
+def test_a_damaged_batch_file_is_named(tmp_path, damage, message):
+    write_python_version(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    if damage == "truncated":
+        batch.write_bytes(batch.read_bytes()[:300])
+    elif damage == "shape":
+        rewrite_batch(batch, lambda b: {**b, b"data": b[b"data"][:, :1000]})
+    elif damage == "labels-count":
+        rewrite_batch(batch, lambda b: {**b, b"labels": b[b"labels"][:3]})
+    else:
+        rewrite_batch(batch, lambda b: {**b, b"labels": [10, 1, -1, 2]})
+    with pytest.raises(UserError) as e:
+        load10(tmp_path)
+    assert message in str(e.value)
+    assert ("cifar-10-batches-py" if damage == "labels-range" else str(batch)) in str(e.value)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = "/tmp/resnet_repro_pickle_ran_code"
+
+
+def test_a_crafted_batch_file_runs_no_code(tmp_path):
+    write_python_version(tmp_path)
+    Path(MARKER).unlink(missing_ok=True)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": RunsCode(), b"labels": []}, f, protocol=2)
+    with pytest.raises(UserError, match="it names posix.system, which CIFAR files never hold"):
+        load10(tmp_path)
+    assert not Path(MARKER).exists()
+
+
+def test_a_damaged_or_stale_cache_is_rebuilt(tmp_path, caplog):
+    written = write_python_version(tmp_path)
+    load10(tmp_path)
+    cache = tmp_path / "cifar-10-batches-py" / ".resnet_repro_cifar10.pt"
+    cache.write_bytes(cache.read_bytes()[:100])  # damaged: rebuilt, with a warning
+    check_same(load10(tmp_path), written)
+    assert "is damaged" in caplog.text and "rebuilding it" in caplog.text
+    bad = torch.load(cache, weights_only=True)  # whole, but its labels out of range
+    bad["tensors"]["train_labels"][0] = 99
+    torch.save(bad, cache)
+    check_same(load10(tmp_path), written)
+
+
+def test_a_cache_that_cannot_be_written_anywhere_is_skipped(tmp_path, monkeypatch, caplog):
+    written = write_python_version(tmp_path)
+
+    def read_only(obj, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data, "atomic_save", read_only)
+    check_same(load10(tmp_path), written)
+    assert "Cannot write the data cache" in caplog.text and "Permission denied" in caplog.text
