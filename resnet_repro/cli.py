@@ -122,6 +122,8 @@ def train_app(cfg: DictConfig) -> None:
             raise
         code, message = ending(e, run_dir)
     finally:
+        if world.is_main:  # staged .hydra/ files not committed (a finished run, an error)
+            shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
         if lock is not None:
             lock.release()
         if not world.is_main:

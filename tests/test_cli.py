@@ -1,8 +1,14 @@
 """resnet-train as a user runs it: a subprocess, on tiny synthetic data."""
 
+import fcntl
 import json
+import os
+import pty
+import re
 import signal
+import struct
 import subprocess
+import termios
 import time
 
 import pytest
@@ -53,6 +59,48 @@ def test_a_run_leaves_its_record(tmp_path):
     assert changed.returncode == 2 and "different experiment" in changed.stderr
     assert "model.depth: 8 in the checkpoint, 14 now" in changed.stderr
     assert torch.load(run_dir / "checkpoints" / "last.pt")["iteration"] == 8
+    # The refused command left the run directory describing its own checkpoint.
+    assert "model.depth=14" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "depth: 8" in (run_dir / ".hydra" / "config.yaml").read_text()
+    assert not list(run_dir.glob(".hydra-*"))
+
+
+def test_the_log_reads_the_same_on_a_terminal(tmp_path):
+    # On a terminal a progress bar is drawn; train.log still gets every metric line.
+    args = [*TINY, "schedule.iterations=12", "trainer.log_every=2", "trainer.eval_every=4"]
+    args += ["data.val_split=64"]
+    plain = run_cli(*args, f"hydra.run.dir={tmp_path / 'plain'}")
+    assert plain.returncode == 0, plain.stderr
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    proc = subprocess.Popen(
+        [*TRAIN, *args, f"hydra.run.dir={tmp_path / 'tty'}"],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert proc.wait(timeout=120) == 0, screen.decode(errors="replace")
+    os.close(main)
+    assert b"it/s" in screen or b"s/it" in screen  # the bar was there
+
+    def metric_lines(run_dir):
+        log = (run_dir / "train.log").read_text()
+        lines = [ln.split("] ", 1)[1] for ln in log.splitlines() if "] it " in ln]
+        return [re.sub(r"\d+ img/s", "img/s", ln) for ln in lines]
+
+    assert metric_lines(tmp_path / "tty") == metric_lines(tmp_path / "plain")
+    assert len(metric_lines(tmp_path / "plain")) == 6
+    assert sum("val err" in ln for ln in metric_lines(tmp_path / "tty")) == 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

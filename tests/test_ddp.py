@@ -287,3 +287,20 @@ def test_a_loss_that_is_not_finite_stops_every_rank(tmp_path):
     assert r.returncode != 0 and "not finite at iteration 2" in r.stderr
     assert "exitcode  : 1" in r.stderr  # both ranks: exit 1, neither waits for the other
     assert not (run_dir / "summary.json").exists()
+
+
+def test_a_rank_that_dies_stops_every_rank_at_once(tmp_path):
+    # Under srun nothing watches the tasks for us: when one is killed, the other must notice,
+    # not wait in a collective for the process group's 10-minute timeout.
+    run_dir = tmp_path / "run"
+    args = [*TINY, "schedule.iterations=5000", "trainer.log_every=10"]
+    tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=os.getpid() + 2)
+    while not (run_dir / "metrics.jsonl").exists() and tasks[0].poll() is None:
+        time.sleep(0.02)
+    tasks[1].kill()
+    killed = time.monotonic()
+    _, err = tasks[0].communicate(timeout=120)
+    assert time.monotonic() - killed < 60
+    assert tasks[0].returncode == 1, err
+    assert "lost contact with another rank" in err and "Traceback" not in err
+    tasks[1].communicate(timeout=60)

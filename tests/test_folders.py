@@ -104,3 +104,25 @@ def test_missing_val_folder(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     with pytest.raises(UserError, match="val missing"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_is_named_when_read(tmp_path, workers):
+    # Too many files to decode before training: the bad one is named when its batch is read,
+    # in a DataLoader worker or not.
+    root = write_jpeg_folder(tmp_path / "jpegs")
+    bad = root / "val" / "class01" / "001.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    data = load(root, workers=workers)
+    split = FolderEval(data, 4, NORMALIZE, CPU, World())
+    with pytest.raises(UserError) as e:
+        list(split)
+    assert str(e.value).startswith(f"{bad} is not a readable image")
+    assert "Traceback" not in str(e.value)
+
+
+def test_val_class_folders_must_match_train(tmp_path):
+    root = write_jpeg_folder(tmp_path / "jpegs")
+    (root / "val" / "class02").rename(root / "val" / "class2")
+    with pytest.raises(UserError, match="val has other class folders than"):
+        load(root)

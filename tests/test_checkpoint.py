@@ -1,0 +1,126 @@
+"""Checkpoint files: two kept, a checksum, weights_only loading, and saves that fail cleanly."""
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_repro import checkpoint
+from resnet_repro.errors import UserError
+
+MARKER = Path("/tmp/resnet_repro_checkpoint_ran_code")
+
+
+def state(iteration: int) -> dict:
+    torch.manual_seed(iteration)
+    return {
+        "model": {"w": torch.randn(64, 3, 3, 3).to(memory_format=torch.channels_last)},
+        "optimizer": {"state": {0: {"momentum_buffer": torch.randn(5)}}, "param_groups": []},
+        "iteration": iteration,
+        "config": {"model": {"depth": 20}, "schedule": {"milestones": (1, 2)}, "seed": 0},
+        "rng": {"torch": torch.get_rng_state(), "cuda": []},
+    }
+
+
+def test_two_are_kept_and_load_as_saved(tmp_path):
+    for it in (10, 20, 30):
+        checkpoint.save_checkpoint(tmp_path, state(it))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
+    last = checkpoint.load_checkpoint(tmp_path / "last.pt")
+    assert last["iteration"] == 30 and torch.equal(last["model"]["w"], state(30)["model"]["w"])
+    assert checkpoint.load_checkpoint(tmp_path / "previous.pt")["iteration"] == 20
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+def damage(path: Path, how: str) -> None:
+    raw = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "random":
+        path.write_bytes(os.urandom(len(raw)))
+    elif how == "flipped":
+        stored = bytes(torch.load(path, weights_only=True)["model"]["w"].untyped_storage())
+        at = raw.index(stored[:64]) + 9
+        path.write_bytes(raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1 :])
+    elif how == "code":
+        torch.save({**state(1), "extra": RunsCode()}, path)
+    elif how == "legacy-pickle":
+        with open(path, "wb") as f:
+            pickle.dump({"model": RunsCode()}, f)
+    elif how == "not-ours":
+        torch.save({"weights": torch.zeros(3)}, path)
+
+
+DAMAGES = {
+    "empty": "is empty (0 bytes)",
+    "truncated": "is not a whole PyTorch checkpoint (truncated, or another file)",
+    "random": "is not a whole PyTorch checkpoint",
+    "flipped": "does not match its checksum",
+    "code": "holds objects other than tensors and plain values, which could run code",
+    "legacy-pickle": "is not a whole PyTorch checkpoint",
+    "not-ours": "is not a resnet-train checkpoint",
+}
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGES))
+def test_a_damaged_checkpoint_is_named_and_never_runs_code(tmp_path, how):
+    MARKER.unlink(missing_ok=True)
+    path = checkpoint.save_checkpoint(tmp_path, state(10))
+    damage(path, how)
+    with pytest.raises(checkpoint.Damaged) as e:
+        checkpoint.load_checkpoint(path)
+    message = str(e.value)
+    assert str(path) in message and DAMAGES[how] in message
+    assert "weights_only" not in message  # never the advice to load it unsafely
+    assert not MARKER.exists()
+
+
+def test_resumption_falls_back_to_the_previous_good_checkpoint(tmp_path, caplog):
+    checkpoint.save_checkpoint(tmp_path, state(10))
+    checkpoint.save_checkpoint(tmp_path, state(20))
+    damage(tmp_path / "last.pt", "flipped")
+    (tmp_path / "last.pt.123.tmp").write_bytes(b"half a save")
+    ckpt = checkpoint.latest(tmp_path)
+    assert ckpt["iteration"] == 10
+    assert "Resuming from" in caplog.text and "previous.pt (iteration 10)" in caplog.text
+    # The damaged file is set aside, so the next save cannot push out the good one.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt.damaged", "previous.pt"]
+    checkpoint.save_checkpoint(tmp_path, state(20))
+    assert checkpoint.load_checkpoint(tmp_path / "previous.pt")["iteration"] == 10
+
+
+def test_no_checkpoint_at_all_starts_and_none_good_refuses(tmp_path):
+    assert checkpoint.latest(tmp_path) is None
+    checkpoint.save_checkpoint(tmp_path, state(10))
+    checkpoint.save_checkpoint(tmp_path, state(20))
+    damage(tmp_path / "last.pt", "truncated")
+    damage(tmp_path / "previous.pt", "empty")
+    with pytest.raises(UserError, match="no good checkpoint left to resume from"):
+        checkpoint.latest(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
+
+
+def test_a_failed_save_leaves_the_checkpoints_and_no_temporary_file(tmp_path, monkeypatch):
+    checkpoint.save_checkpoint(tmp_path, state(10))
+    checkpoint.save_checkpoint(tmp_path, state(20))
+    real_save = torch.save
+
+    def disk_full(obj, f):
+        real_save(obj, f)  # half the file is there when the disk fills
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(checkpoint.SaveFailed) as e:
+        checkpoint.save_checkpoint(tmp_path, state(30))
+    assert e.value.reason == "No space left on device"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
+    assert checkpoint.load_checkpoint(tmp_path / "last.pt")["iteration"] == 20
+    assert checkpoint.load_checkpoint(tmp_path / "previous.pt")["iteration"] == 10
