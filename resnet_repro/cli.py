@@ -202,10 +202,6 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
             f"{run_dir}/summary.json"
         )
         return
-    if world.is_main:  # the settings are accepted: the run directory describes them now
-        commit_hydra_files(run_dir)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
     train_model = world.wrap(model, device, tr.sync_bn)
     optimizer = torch.optim.SGD(model.parameters(), **s.optim)
     scaler = runtime.grad_scaler(device, precision)
@@ -227,6 +223,10 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         "launcher": world.launcher,
         "hardware": runtime.hardware(device),
     }
+    if world.is_main:  # the settings are accepted: the run directory describes them now
+        commit_hydra_files(run_dir)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
     announce(facts, world, run_dir, start)
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
 

@@ -149,9 +149,11 @@ BAD = {
     "key": (["model.width=3"], "width"),
     "no-data": (["data=cifar10", "data.download=false", "data.root={empty}"], "No cifar10 data"),
     "cuda": (["trainer.device=cuda"], "no CUDA GPU"),
-    "batch": (["data.batch_size=0"], "data.batch_size=0 must be a positive whole number"),
-    "lr": (["optim.lr=-0.1"], "optim.lr=-0.1 must be a positive number"),
-    "warmup": (["schedule.warmup_iterations=-1"], "must be auto or a whole number"),
+    "batch": (["data.batch_size=0"], "data.batch_size=0 must be a whole number >= 1"),
+    "lr": (["optim.lr=nan"], "optim.lr=nan must be a finite number > 0"),
+    "warmup": (["schedule.warmup_iterations=-1"], "must be auto, or a whole number >= 0"),
+    "typo": (["modle=resnet20"], "did you mean model?"),
+    "milestones": (["schedule.milestones=abc"], "schedule.milestones='abc' must be a list"),
     "added-key": (["+optim.betas=1"], "optim has no setting betas; its settings are lr"),
     "placement": (["model.activation=preact"], "original, bn_after_add"),
     "gating-plain": (
@@ -163,7 +165,7 @@ BAD = {
     "unset-root": (["data=imagenet"], "data.root must be given"),
     "sync-bn-cpu": (["trainer.sync_bn=true", "trainer.device=cpu"], "needs CUDA GPUs"),
     "fp16-cpu": (["trainer.precision=fp16", "trainer.device=cpu"], "on a CPU use bf16"),
-    "precision": (["trainer.precision=half"], "use auto, fp32, bf16, fp16"),
+    "precision": (["trainer.precision=half"], "must be auto, fp32, bf16, fp16"),
     "compile": (["trainer.compile=maybe"], "auto, true or false"),
     "slurm-here": (["hydra/launcher=slurm"], "this machine has no sbatch"),
     "compile-checkpointing": (

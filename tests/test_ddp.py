@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -174,8 +175,13 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def srun_like(args: list[str], job_id: int) -> list[subprocess.Popen]:
-    """Two tasks started as srun starts them: SLURM's variables, no torchrun."""
+def srun_like(args: list[str], job_id: int, limit_rank_0: int = 0) -> list[subprocess.Popen]:
+    """Two tasks started as srun starts them: SLURM's variables, no torchrun. limit_rank_0:
+    no file of rank 0 may grow larger (as on a full disk)."""
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_rank_0, limit_rank_0))
+
     base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     slurm = {
         "SLURM_NTASKS": "2",
@@ -191,6 +197,7 @@ def srun_like(args: list[str], job_id: int) -> list[subprocess.Popen]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=small_files if limit_rank_0 and r == 0 else None,
         )
         for r in (0, 1)
     ]
@@ -279,14 +286,31 @@ def test_a_loss_that_is_not_finite_stops_every_rank(tmp_path):
     run_dir = tmp_path / "run"
     r = launch(
         *TINY,
-        "optim.lr=nan",
-        "schedule.iterations=20",
-        "trainer.log_every=2",
+        "optim.lr=1e6",
+        "schedule.iterations=40",
+        "trainer.log_every=20",
+        "trainer.ckpt_every=2",
         f"hydra.run.dir={run_dir}",
     )
-    assert r.returncode != 0 and "not finite at iteration 2" in r.stderr
+    assert r.returncode != 0 and "is not finite at iteration" in r.stderr
     assert "exitcode  : 1" in r.stderr  # both ranks: exit 1, neither waits for the other
     assert not (run_dir / "summary.json").exists()
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        ckpt = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank(tmp_path):
+    # Rank 0 writes the checkpoint; when its disk is full, the other ranks must stop too, not
+    # wait for it in the next collective.
+    run_dir = tmp_path / "run"
+    args = [*TINY, "schedule.iterations=40", "trainer.ckpt_every=5", f"hydra.run.dir={run_dir}"]
+    tasks = srun_like(args, job_id=os.getpid() + 3, limit_rank_0=100_000)
+    outs = [t.communicate(timeout=120) for t in tasks]
+    assert [t.returncode for t in tasks] == [1, 1], outs
+    assert "could not be written (File too large)" in outs[0][1]
+    assert all("Traceback" not in err for _, err in outs)
+    assert not list((run_dir / "checkpoints").glob("*"))  # no half file, no temporary one
 
 
 def test_a_rank_that_dies_stops_every_rank_at_once(tmp_path):
