@@ -11,6 +11,7 @@ one never runs code.
 """
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,8 +36,11 @@ class SaveFailed(Exception):
     """A checkpoint could not be written (disk full, I/O error); the previous ones are intact."""
 
     def __init__(self, path: Path, reason: str):
-        super().__init__(f"{path}: {reason}")
+        super().__init__(path, reason)  # both in args: it is pickled to the other ranks
         self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 def rng_state() -> dict:
@@ -79,17 +83,21 @@ def save_checkpoint(folder: Path, state: dict) -> Path:
     tmp = folder / f"{LAST}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        # Serialised in memory first: torch.save reports a failed write to a file with an
+        # internal message, where a plain write says what happened (No space left on device).
+        data = io.BytesIO()
+        torch.save(state, data)
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         if last.exists():
             os.replace(last, folder / PREVIOUS)
         os.replace(tmp, last)
         sync_folder(folder)
-    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+    except OSError as e:
         tmp.unlink(missing_ok=True)
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        reason = e.strerror or first_line(e)
         raise SaveFailed(last, reason) from None
     return last
 

@@ -111,13 +111,22 @@ def test_no_checkpoint_at_all_starts_and_none_good_refuses(tmp_path):
 def test_a_failed_save_leaves_the_checkpoints_and_no_temporary_file(tmp_path, monkeypatch):
     checkpoint.save_checkpoint(tmp_path, state(10))
     checkpoint.save_checkpoint(tmp_path, state(20))
-    real_save = torch.save
 
-    def disk_full(obj, f):
-        real_save(obj, f)  # half the file is there when the disk fills
-        raise OSError(28, "No space left on device")
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.f = open(path, mode)
 
-    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(bytes(data)[:1000])  # part of the file is there when the disk fills
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
     with pytest.raises(checkpoint.SaveFailed) as e:
         checkpoint.save_checkpoint(tmp_path, state(30))
     assert e.value.reason == "No space left on device"

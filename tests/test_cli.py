@@ -141,20 +141,16 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, uninterrupted, sig
             assert ma.get("test_error") == mb.get("test_error")
 
 
+# Each case goes through the whole command; the settings' own checks, value by value, are
+# tested in-process in test_settings.py.
 BAD = {
     "depth": (["model.depth=21"], "6n+2"),
-    "depth-text": (["model.depth=abc"], "model.depth='abc' must be a whole number"),
     "shortcut": (["model.shortcut=D"], "A, B, C, none"),
     "preset": (["model=resnet21"], "resnet110"),  # Hydra lists the presets
-    "key": (["model.width=3"], "width"),
     "no-data": (["data=cifar10", "data.download=false", "data.root={empty}"], "No cifar10 data"),
     "cuda": (["trainer.device=cuda"], "no CUDA GPU"),
-    "batch": (["data.batch_size=0"], "data.batch_size=0 must be a whole number >= 1"),
     "lr": (["optim.lr=nan"], "optim.lr=nan must be a finite number > 0"),
-    "warmup": (["schedule.warmup_iterations=-1"], "must be auto, or a whole number >= 0"),
     "typo": (["modle=resnet20"], "did you mean model?"),
-    "milestones": (["schedule.milestones=abc"], "schedule.milestones='abc' must be a list"),
-    "added-key": (["+optim.betas=1"], "optim has no setting betas; its settings are lr"),
     "placement": (["model.activation=preact"], "original, bn_after_add"),
     "gating-plain": (
         ["model.shortcut=none", "model.shortcut_variant=exclusive_gating"],
@@ -165,8 +161,6 @@ BAD = {
     "unset-root": (["data=imagenet"], "data.root must be given"),
     "sync-bn-cpu": (["trainer.sync_bn=true", "trainer.device=cpu"], "needs CUDA GPUs"),
     "fp16-cpu": (["trainer.precision=fp16", "trainer.device=cpu"], "on a CPU use bf16"),
-    "precision": (["trainer.precision=half"], "must be auto, fp32, bf16, fp16"),
-    "compile": (["trainer.compile=maybe"], "auto, true or false"),
     "slurm-here": (["hydra/launcher=slurm"], "this machine has no sbatch"),
     "compile-checkpointing": (
         ["trainer.compile=true", "model.checkpointing=true"],
@@ -249,6 +243,7 @@ def test_checkpoint_that_does_not_fit_the_model(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt")
     ckpt["model"] = {k.replace("layer1", "stage1"): v for k, v in ckpt["model"].items()}
     ckpt["iteration"] = 1
+    del ckpt["checksum"]  # as written by another version of the code, whole
     torch.save(ckpt, run_dir / "checkpoints" / "last.pt")
     r = run_cli(*args)
     assert r.returncode == 2 and "does not fit the model" in r.stderr
