@@ -13,8 +13,6 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
-from torchvision import datasets
-from torchvision.transforms import v2
 
 from .batches import Normalize
 from .errors import UserError
@@ -55,6 +53,10 @@ def load_folder(
     workers: int = 8,
     augment: bool = True,
 ) -> FolderData:
+    # torchvision takes two seconds to import: only runs on image folders pay for it.
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
     root = Path(root).expanduser()
     classes = class_folders(root)
     if augment and scale_aug:
