@@ -103,7 +103,8 @@ def test_the_log_reads_the_same_on_a_terminal(tmp_path):
     assert sum("val err" in ln for ln in metric_lines(tmp_path / "tty")) == 3
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+# SIGKILL at random moments, twice: test_faults.py.
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_resume_after_interruption_is_bit_identical(tmp_path, uninterrupted, sig):
     run_dir = tmp_path / "run"
     args = [*RESUME, f"hydra.run.dir={run_dir}"]

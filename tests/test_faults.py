@@ -80,8 +80,8 @@ def iteration_of_safe(ckpts) -> int:
 
 @pytest.mark.parametrize(
     ("sig", "setting"),
-    [(signal.SIGINT, []), (signal.SIGUSR1, []), (signal.SIGHUP, ["trainer.stop_signals=[SIGHUP]"])],
-    ids=["SIGINT", "SIGUSR1", "configured-SIGHUP"],
+    [(signal.SIGINT, []), (signal.SIGHUP, ["trainer.stop_signals=[SIGHUP]"])],
+    ids=["SIGINT", "configured-SIGHUP"],  # SIGTERM: test_cli.py; SIGUSR1/2: test_speed.py
 )
 def test_a_stop_signal_saves_and_exits_130(tmp_path, sig, setting):
     run_dir = tmp_path / "run"
