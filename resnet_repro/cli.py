@@ -103,14 +103,14 @@ def train_app(cfg: DictConfig) -> None:
         # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
         # rank 0) and goes.
         run_dir = Path(world.broadcast_object(str(hydra_dir)))
-        held = []  # the lock stays with rank 0; the others learn whether it was taken
-        world.share_from_main(lambda: held.append(lock_run_dir(run_dir)))
-        lock = held[0] if held else None
+        with world.main_first():  # rank 0 locks the run directory; its refusal stops all
+            lock = lock_run_dir(run_dir) if world.is_main else None
         run(cfg, settings, device, world, run_dir)
     except UserError as e:
         if world.is_main:
-            if lock is not None:
-                lock, _ = None, lock.release()
+            if lock is not None:  # remove_if_untouched takes it itself
+                lock.release()
+                lock = None
             remove_if_untouched(run_dir)  # and this process's staged .hydra/ files in any case
         # The config is the same on every rank, and rank 0 hands on what it finds: say it once.
         said = world.is_main or (started and not getattr(e, "handed_on", False))
@@ -141,9 +141,9 @@ def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
     last = f"{run_dir}/checkpoints/{checkpoint.LAST}"
     resume = f"run the same command with hydra.run.dir={run_dir} to resume"
     if isinstance(e, Interrupted):
-        return STOPPED, (
-            f"stopped after iteration {e.iteration}; checkpoint saved in {last}. To resume, run "
-            f"the same command with hydra.run.dir={run_dir}"
+        return (
+            STOPPED,
+            f"stopped after iteration {e.iteration}; checkpoint saved in {last}: {resume}.",
         )
     if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: at once, without a checkpoint
         return STOPPED, f"stopped at once (a second Ctrl-C); {last} is intact: {resume} from it."

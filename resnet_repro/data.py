@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError, check_keys
-from .files import atomic_save
+from .files import atomic_save, printable
 from .folders import class_folders, load_folder
 
 
@@ -230,11 +230,6 @@ def find_source(spec: Cifar, root: Path) -> tuple[str, Path] | None:
             f"both, {root}/train/<class>/* and {root}/test/<class>/*."
         )
     return None
-
-
-def printable(path) -> str:
-    """A path as text that can be printed whatever bytes its name holds."""
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def source_fingerprint(layout: str, path: Path, spec: Cifar) -> str:

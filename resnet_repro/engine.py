@@ -89,10 +89,10 @@ def train(t: Training, start: int) -> dict:
         evaluating = it % t.eval_every == 0 or it == total
         if evaluating or it % t.log_every == 0:
             last = {"iteration": it, "epoch": round(it / t.batches.steps_per_epoch, 3), "lr": lr}
-            first_bad = window.first_nonfinite()
+            first_bad = window.first_bad  # read only if the loss turns out not finite
             last |= window.flush(t.world)
             if not math.isfinite(last["train_loss"]):  # the same reduced value on every rank
-                raise Diverged(t.world.smallest(first_bad or it))
+                raise Diverged(t.world.smallest(int(first_bad) or it))
             if evaluating:
                 last |= evaluate_all(t.model, t.eval_sets, t.autocast, t.world)
                 window.restart_clock()  # images/s counts training only
@@ -112,12 +112,11 @@ def check_finite(t: Training, window: "Window", it: int) -> None:
     BatchNorm statistics) that are not, stop the run instead, so that the checkpoint on disk
     stays the last finite one. (Checked here and at each record, not at each step: that would
     wait for the device every step.)"""
-    first_bad = window.first_nonfinite()
+    first_bad = t.world.smallest(window.first_nonfinite() or it + 1)
+    if first_bad <= it:
+        raise Diverged(first_bad)
     state = [v for v in t.model.state_dict().values() if v.is_floating_point()]
-    weights_bad = not torch.stack([v.isfinite().all() for v in state]).all()  # BN stats too
-    if t.world.any(bool(first_bad) or bool(weights_bad)):
-        if t.world.any(bool(first_bad)):
-            raise Diverged(t.world.smallest(first_bad or it))
+    if t.world.any(not torch.stack([v.isfinite().all() for v in state]).all()):  # BN stats too
         raise Diverged(it, "the weights")
 
 

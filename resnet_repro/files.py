@@ -6,6 +6,11 @@ from pathlib import Path
 import torch
 
 
+def printable(path) -> str:
+    """A path as text that can be printed whatever bytes its name holds (not UTF-8)."""
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def atomic_save(obj, path: Path) -> None:
     """Write to a temporary file beside path, then rename: a crash never leaves half a file.
     The temporary name is the process's own, so that processes writing the same file (the

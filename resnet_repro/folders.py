@@ -6,7 +6,6 @@ and each rank's share of it come from the plan of sampling.py, so a resumed run 
 batches; the random crops come from the workers' own generators and are not repeated exactly.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .batches import Normalize
 from .errors import UserError
+from .files import printable
 from .sampling import EpochPlan, shard
 
 # torchvision's ImageNet statistics, on the 0-255 scale; used for every image folder.
@@ -92,8 +92,9 @@ def read_image(path: str) -> Image.Image:
             return im.convert("RGB")
     except (OSError, SyntaxError, ValueError) as e:
         why = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
-        name = os.fsdecode(path).encode("utf-8", "backslashreplace").decode()
-        raise UserError(f"{name} is not a readable image ({why}). Remove or replace it.") from None
+        raise UserError(
+            f"{printable(path)} is not a readable image ({why}). Remove or replace it."
+        ) from None
 
 
 def from_worker(e: UserError) -> UserError:

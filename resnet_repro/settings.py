@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import UserError, check_keys
 from .models import build_model
+from .runtime import PRECISIONS
 from .schedule import StepSchedule
 
 # conf/ sits at the top of the checkout (installed editable, see the Makefile). Hydra would read a
@@ -131,7 +132,7 @@ RULES = {
     "schedule.warmup_lr": POSITIVE,
     "schedule.reference_batch": whole(1, null=True),
     "trainer.device": Rule("words", words=("auto", "cpu", "cuda")),  # or cuda:N, see below
-    "trainer.precision": Rule("words", words=("auto", "fp32", "bf16", "fp16")),
+    "trainer.precision": Rule("words", words=PRECISIONS),
     "trainer.compile": Rule("bool", words=("auto",)),
     "trainer.channels_last": BOOL,
     "trainer.sync_bn": BOOL,
@@ -167,7 +168,8 @@ def check_values(cfg: DictConfig) -> None:
             f"{example.get(missing[0], missing[0] + '=...')} to the command."
         )
     unknown = sorted(set(cfg) - {"model", "data", "optim", "schedule", "trainer", "tags"})
-    unknown += sorted(f"trainer.{k}" for k in set(cfg.trainer) - TRAINER_KEYS)
+    trainer_keys = set(OmegaConf.load(CONF_DIR / "config.yaml").trainer)  # +trainer.x= is refused
+    unknown += sorted(f"trainer.{k}" for k in set(cfg.trainer) - trainer_keys)
     if unknown:
         raise UserError(f"{unknown[0]} is not a setting of resnet-train{close_to(unknown[0])}.")
     for key, rule in RULES.items():
@@ -212,23 +214,6 @@ def stop_signals(names) -> tuple[signal.Signals, ...]:
             )
         out.append(signal.Signals[full])
     return tuple(out)
-
-
-# The trainer section of conf/config.yaml; a key added with +trainer.x= is refused.
-TRAINER_KEYS = {
-    "device",
-    "precision",
-    "channels_last",
-    "compile",
-    "sync_bn",
-    "seed",
-    "threads",
-    "log_every",
-    "eval_every",
-    "ckpt_every",
-    "eval_batch_size",
-    "stop_signals",
-}
 
 
 def arguments(cfg: DictConfig) -> Settings:
@@ -278,9 +263,7 @@ def known_names(conf_dir: Path) -> dict[str, set[str]]:
                 content = OmegaConf.load(option)
                 if isinstance(content, DictConfig) and group.name != "experiment":
                     keys |= {str(k) for k in content if k != "defaults"}
-    names.pop("experiment")
-    names["experiment"] = set()  # its files are global: experiment.x is never a setting
-    return names
+    return names  # experiment's files are global (no keys below it): experiment.x is no setting
 
 
 def close_to(key: str, conf_dir: Path = CONF_DIR) -> str:
