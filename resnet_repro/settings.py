@@ -171,7 +171,8 @@ def check_values(cfg: DictConfig) -> None:
     trainer_keys = set(OmegaConf.load(CONF_DIR / "config.yaml").trainer)  # +trainer.x= is refused
     unknown += sorted(f"trainer.{k}" for k in set(cfg.trainer) - trainer_keys)
     if unknown:
-        raise UserError(f"{unknown[0]} is not a setting of resnet-train{close_to(unknown[0])}.")
+        hint = close_to(unknown[0])
+        raise UserError(f"{unknown[0]} is not a setting of resnet-train{hint or '.'}")
     for key, rule in RULES.items():
         group, name = key.split(".")
         if name not in cfg[group]:
@@ -267,29 +268,46 @@ def known_names(conf_dir: Path) -> dict[str, set[str]]:
 
 
 def close_to(key: str, conf_dir: Path = CONF_DIR) -> str:
-    """'; did you mean ...?' for a key close to one that exists, else ''."""
+    """'; did you mean ...?' for a key close to one that exists (a dotted key for a dotted
+    one), else ''."""
     names = known_names(conf_dir)
-    every = list(names) + [f"{top}.{sub}" for top, subs in names.items() for sub in subs]
-    match = difflib.get_close_matches(key, every, n=1, cutoff=0.6)
+    if "." in key:
+        every = [f"{top}.{sub}" for top, subs in names.items() for sub in subs]
+    else:
+        every = list(names)
+    return did_you_mean(key, every)
+
+
+def did_you_mean(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {match[0]}?" if match else ""
 
 
 def check_overrides(argv: list[str], conf_dir: Path) -> None:
-    """A command-line key that names no group and no setting: say which one it is close to
-    (Hydra would suggest adding it with +, which is never what a typo needs)."""
+    """A command-line key that names no group and no setting, or an option a group does not
+    have: say which one it is close to. (Hydra would suggest adding the key with +, which is
+    never what a typo needs, and reports an option it cannot find with its internals.)"""
     names = known_names(conf_dir)
     for arg in argv:
         if "=" not in arg or arg.startswith(("-", "+", "~", "hydra")):
             continue
-        key = arg.split("=", 1)[0].split("@", 1)[0]
+        key, value = arg.split("=", 1)
+        key = key.split("@", 1)[0]
         if "/" in key:
             continue
         top, _, sub = key.partition(".")
         sub = sub.split(".", 1)[0]
-        if top in names and (not sub or not names[top] or sub in names[top]):
-            continue
-        groups = sorted(n for n in names if (conf_dir / n).is_dir() and n != "hydra")
-        raise UserError(
-            f"{arg}: {key} is neither a setting nor a config group{close_to(key, conf_dir)} "
-            f"(groups: {', '.join(groups)}; every setting: resnet-train --cfg job)."
-        )
+        if top not in names or (sub and names[top] and sub not in names[top]):
+            groups = sorted(n for n in names if (conf_dir / n).is_dir() and n != "hydra")
+            raise UserError(
+                f"{arg}: {key} is neither a setting nor a config group{close_to(key, conf_dir)} "
+                f"(groups: {', '.join(groups)}; every setting: resnet-train --cfg job)."
+            )
+        if not sub and (conf_dir / top).is_dir() and not any(c in value for c in "()*${"):
+            options = sorted(p.stem for p in (conf_dir / top).glob("*.yaml"))
+            for choice in value.split(","):  # a sweep: model=resnet20,resnet56
+                if choice not in options and choice != "null":
+                    raise UserError(
+                        f"{arg}: {top} has no option {choice}{did_you_mean(choice, options)} "
+                        f"(options: {', '.join(options)})."
+                    )

@@ -100,6 +100,9 @@ TYPOS = {
     "optim.momentun=0.9": "did you mean optim.momentum?",
     "shortcutcase=conv1x1": "did you mean shortcut_case?",
     "experimnt=r1_cifar": "did you mean experiment?",
+    "model=resnet21": "model has no option resnet21; did you mean resnet",
+    "model=resnet20,resnet65": "model has no option resnet65; did you mean resnet56?",
+    "experiment=r1_cifr": "experiment has no option r1_cifr; did you mean r1_cifar?",
 }
 
 
