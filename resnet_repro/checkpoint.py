@@ -111,10 +111,14 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+# PyTorch's lines around what went wrong: its advice to load with weights_only=False, among them
+ADVICE = ("weights_only", "Weights only", "Please file an issue", "Check the documentation")
+
+
 def first_line(e: Exception) -> str:
-    """The first line of an error, without PyTorch's advice to load with weights_only=False."""
+    """The first line of an error that says what went wrong, without PyTorch's advice."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    line = next((ln for ln in lines if "weights_only" not in ln), "")
+    line = next((ln for ln in lines if not any(a in ln for a in ADVICE)), "")
     return line or type(e).__name__
 
 
@@ -131,10 +135,11 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():
+        if "GLOBAL" in first_line(e):  # it names a function or class to load
             raise Damaged(
                 f"{path} holds objects other than tensors and plain values, which could run "
-                "code when loaded; it was not loaded (resnet-train never writes such files)"
+                f"code when loaded ({first_line(e)}); it was not loaded (resnet-train never "
+                "writes such files)"
             ) from None
         raise Damaged(f"{path} is damaged ({first_line(e)})") from None
     except Exception as e:  # a damaged archive shows up as any of several errors

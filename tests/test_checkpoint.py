@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ def damage(path: Path, how: str) -> None:
         stored = bytes(torch.load(path, weights_only=True)["model"]["w"].untyped_storage())
         at = raw.index(stored[:64]) + 9
         path.write_bytes(raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1 :])
+    elif how == "index":  # a byte changed in the pickled index (data.pkl), not in a tensor
+        info = next(i for i in zipfile.ZipFile(path).infolist() if i.filename.endswith("data.pkl"))
+        at = info.header_offset + 30 + int.from_bytes(raw[info.header_offset + 26 :][:2], "little")
+        at += int.from_bytes(raw[info.header_offset + 28 :][:2], "little")  # its first opcode
+        path.write_bytes(raw[:at] + b"x" + raw[at + 1 :])
     elif how == "code":
         torch.save({**state(1), "extra": RunsCode()}, path)
     elif how == "legacy-pickle":
@@ -64,6 +70,7 @@ DAMAGES = {
     "truncated": "is not a whole PyTorch checkpoint (truncated, or another file)",
     "random": "is not a whole PyTorch checkpoint",
     "flipped": "does not match its checksum",
+    "index": "is damaged (Unsupported operand 120)",
     "code": "holds objects other than tensors and plain values, which could run code",
     "legacy-pickle": "is not a whole PyTorch checkpoint",
     "not-ours": "is not a resnet-train checkpoint",
