@@ -50,6 +50,15 @@ OmegaConf.register_new_resolver(
     lambda: staging_dir(Path()).name if distributed.world_from_env().is_main else None,
     replace=True,
 )
+# `${run_name:CLOCK,OVERRIDES}`: the run directory's name, the same again when a launcher restarts
+# the job (torchrun --max-restarts, a SLURM requeue), so that the restart resumes; cached, as
+# Hydra's `${now:}` is, so that every reading of hydra.run.dir agrees.
+OmegaConf.register_new_resolver(
+    "run_name",
+    lambda clock, overrides=None: distributed.run_name(clock, overrides),
+    use_cache=True,
+    replace=True,
+)
 # How a run ends (documented in the README): 0 done, or finished before; 1 stopped by a fault
 # (a loss that is not finite, a checkpoint that could not be written, a rank that was lost);
 # 2 a mistake in the settings, the data or the run directory, found before training; 130
@@ -77,7 +86,7 @@ def main() -> None:
                 "on a SLURM login node, or drop hydra/launcher=slurm to run the sweep here."
             )
     try:
-        check_overrides(argv, CONF_DIR)
+        check_overrides(argv)
     except UserError as e:
         problem = str(e)
     if problem:

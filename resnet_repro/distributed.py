@@ -7,10 +7,13 @@ torch.distributed. The loop and the data sources receive the `World`; no globals
 """
 
 import contextlib
+import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -164,6 +167,41 @@ def world_from_env(env=os.environ) -> World:
     return ALONE
 
 
+def run_name(clock: str, overrides: str | None = None, env=os.environ) -> str:
+    """The run directory's name, one that a launcher's restart of the same job computes again,
+    so that the restart resumes the run instead of starting over in a new folder:
+    - under SLURM, the job id (a requeued job keeps it; an array task adds its index), then for
+      a single run the command's overrides, so that several commands of one job (an salloc
+      session) stay apart;
+    - under torchrun, its run id (--rdzv-id, or the one --standalone draws per torchrun), else
+      the start time of torchrun's agent: it outlives the workers it restarts;
+    - otherwise the time now, formatted by clock (Hydra's default naming)."""
+    if "SLURM_JOB_ID" in env:
+        array = env.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{env.get('SLURM_ARRAY_TASK_ID')}" if array else env["SLURM_JOB_ID"]
+        if overrides is None:  # a sweep: its runs have folders of their own below
+            return f"slurm-{job}"
+        if len(overrides) > 100 or "/" in overrides:  # a folder name, not a path
+            overrides = hashlib.blake2b(overrides.encode(), digest_size=6).hexdigest()
+        return f"slurm-{job}/{overrides or 'defaults'}"
+    run_id = env.get("TORCHELASTIC_RUN_ID")
+    if run_id and run_id != "none":
+        return f"torchrun-{run_id}"
+    started = process_start(os.getppid()) if run_id == "none" else None
+    return time.strftime(clock, time.localtime(started))  # None: now
+
+
+def process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from /proc; None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: ticks after boot
+        boot = next(int(ln.split()[1]) for ln in open("/proc/stat") if ln.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rendezvous_env(world: World, env=os.environ) -> dict[str, str]:
     """MASTER_ADDR and MASTER_PORT for env:// initialisation. torchrun sets them; under srun
     the first node of the job is the master and the port is derived from the job id, so that
@@ -197,10 +235,28 @@ def start(world: World, device: torch.device) -> World:
         rank=world.rank,
         world_size=world.size,
         timeout=timedelta(minutes=10),
+        store=attempt_store(world),
         **({"device_id": device} if device.type == "cuda" else {}),
     )
     control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
     return replace(world, control=control)
+
+
+def attempt_store(world: World, env=os.environ):
+    """Under torchrun, its agent's store seen through a prefix of this attempt: the agent keeps
+    one store across the restarts of --max-restarts, and the workers of a restart would
+    otherwise read the addresses that the workers before them left there, and fail to connect
+    (or wait) to a rank that is gone. None elsewhere: init_process_group reads env://."""
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(
+        env["MASTER_ADDR"],
+        int(env["MASTER_PORT"]),
+        world.size,
+        is_master=False,
+        timeout=timedelta(minutes=10),
+    )
+    return dist.PrefixStore(f"resnet-train/attempt-{env.get('TORCHELASTIC_RESTART_COUNT', 0)}", agent)
 
 
 def lost_a_rank(e: RuntimeError) -> bool:

@@ -143,7 +143,7 @@ class FolderBatches:
         self.sampler = PlanBatches(plan)
         self.loader = loader(data.train, data.workers, device, batch_sampler=self.sampler)
         self.device, self.normalize = device, normalize
-        self.steps_per_epoch = plan.steps_per_epoch
+        self.plan, self.steps_per_epoch = plan, plan.steps_per_epoch  # engine.Batches
 
     def iterate(self, start_iteration: int = 0):
         epoch, step = divmod(start_iteration, self.steps_per_epoch)

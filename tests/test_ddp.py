@@ -58,7 +58,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
-    """One uninterrupted 2-rank run, with Hydra's default (clock-named) run directory."""
+    """One uninterrupted 2-rank run, in the run directory resnet-train names itself."""
     cwd = tmp_path_factory.mktemp("ddp")
     r = launch(*ARGS, cwd=cwd)
     assert r.returncode == 0, r.stderr
@@ -71,8 +71,9 @@ def run_dirs(cwd: Path) -> list[Path]:
 
 def test_one_run_directory_and_one_set_of_records(two_ranks):
     [run_dir] = run_dirs(two_ranks)
-    days = list((two_ranks / "outputs").iterdir())
-    assert len(days) == 1 and [p for p in days[0].iterdir()] == [run_dir]  # no empty twin
+    # Named by torchrun's run id, which its restarts keep (no empty twin of another rank's clock)
+    assert list((two_ranks / "outputs").iterdir()) == [run_dir]
+    assert run_dir.name.startswith("torchrun-")
     assert [m["iteration"] for m in metrics(run_dir)] == list(range(5, ITERATIONS + 1, 5))
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
@@ -132,31 +133,47 @@ def test_two_ranks_train_as_one_process_averaging_two_half_batches(two_ranks):
     assert summary["test_error"] == alone["test_error"]
 
 
-def test_a_killed_two_rank_run_resumes_to_the_same_parameters(two_ranks, tmp_path):
+def test_torchrun_restarting_a_killed_worker_resumes_the_run(two_ranks, tmp_path):
+    """torchrun --max-restarts: a worker SIGKILLed after a checkpoint, the agent restarts both,
+    and they resume in the same run directory (named by the agent, not by their own clocks) to
+    the parameters of an uninterrupted run."""
     [straight] = run_dirs(two_ranks)
-    run_dir = tmp_path / "run"
-    args = [*ARGS, f"hydra.run.dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
     proc = subprocess.Popen(
-        [*TORCHRUN, *TRAIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*TORCHRUN, "--max-restarts=1", *TRAIN, *ARGS],
+        cwd=tmp_path,
+        env=env | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    while not ckpt.exists() and proc.poll() is None:
+    ckpts = []
+    while not ckpts and proc.poll() is None:
         time.sleep(0.02)
-    for pid in [*descendants(proc.pid), proc.pid]:  # the ranks (own sessions) and the agent
-        os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    stopped_at = torch.load(ckpt, weights_only=True)["iteration"]
-    assert 0 < stopped_at < ITERATIONS
+        ckpts = list((tmp_path / "outputs").rglob("checkpoints/last.pt"))
+    [rank_1] = [p for p in descendants(proc.pid) if environ(p).get("RANK") == "1"]
+    os.kill(rank_1, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
 
-    r = launch(*args)
-    assert r.returncode == 0, r.stderr
-    assert f"resuming from iteration {stopped_at}" in r.stderr + r.stdout
+    [run_dir] = run_dirs(tmp_path)  # one run directory, resumed, not a second one started over
+    assert len(list((tmp_path / "outputs").rglob("*.log"))) == 1
+    resumed = [ln for ln in (run_dir / "train.log").read_text().splitlines() if "resuming" in ln]
+    assert len(resumed) == 1, out
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(ckpt, weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert a["iteration"] == b["iteration"] == ITERATIONS
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [m["iteration"] for m in metrics(run_dir)] == [m["iteration"] for m in metrics(straight)]
+
+
+def environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
 
 
 def descendants(pid: int) -> list[int]:

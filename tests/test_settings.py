@@ -109,7 +109,7 @@ TYPOS = {
 @pytest.mark.parametrize("arg", sorted(TYPOS))
 def test_a_typo_names_the_close_key(arg):
     with pytest.raises(UserError) as e:
-        check_overrides([arg], CONF_DIR)
+        check_overrides([arg])
     message = str(e.value)
     assert TYPOS[arg] in message and "+" + arg.split("=")[0] not in message
 
@@ -135,5 +135,16 @@ def test_what_hydra_reads_passes_the_typo_check():
             "tags=[a]",
             "model.depth=8",
         ],
-        CONF_DIR,
     )
+
+
+def test_a_users_own_config_folder_adds_options(tmp_path):
+    """--config-dir: a user's experiment files, without editing the package."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ntags: [mine]\n")
+    with pytest.raises(UserError, match="experiment has no option mine"):
+        check_overrides(["experiment=mine"])
+    for flags in (["--config-dir", str(tmp_path)], [f"--config-dir={tmp_path}"], ["-cd", str(tmp_path)]):
+        check_overrides([*flags, "experiment=mine", "experiment=r1_cifar"])
+    with pytest.raises(UserError, match="no such folder"):
+        check_overrides(["--config-dir", str(tmp_path / "nope"), "experiment=mine"])
