@@ -43,11 +43,26 @@ class SaveFailed(Exception):
         return f"{self.path}: {self.reason}"
 
 
-def rng_state() -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+def rng_state(device: torch.device) -> dict:
+    """This process's random state: the CPU's, and its own GPU's (not every visible GPU's: a
+    run may resume where another number of GPUs is visible)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(rng: dict, device: torch.device, rank: int = 0, fold: bool = False) -> None:
+    """Take a saved random state. fold: the state is another rank's (the world size changed),
+    so ranks other than 0 derive streams of their own from it, as a fresh run's ranks have."""
+    torch.set_rng_state(rng["torch"])
+    cuda = rng.get("cuda")
+    if isinstance(cuda, list):  # earlier versions saved one state per visible GPU
+        cuda = cuda[device.index or 0] if len(cuda) > (device.index or 0) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+    if fold and rank:
+        h = hashlib.blake2b(rng["torch"].numpy().tobytes() + rank.to_bytes(4, "little"))
+        seed = int.from_bytes(h.digest()[:8], "little")
+        torch.manual_seed(seed)  # the CPU's and every GPU's generator
 
 
 def digest(obj) -> str:
@@ -187,19 +202,23 @@ def latest(folder: Path) -> dict | None:
     return None
 
 
-def restore(ckpt: dict, model, optimizer, scaler, world) -> int:
+def restore(ckpt: dict, model, optimizer, scaler, world, device: torch.device) -> int:
     """Load the state into the given objects; return the iteration to continue from. Each rank
     takes its own RNG state when the world size is the one the checkpoint was saved with."""
     ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
     try:
         model.load_state_dict(ckpt["model"])
+        # The saved param groups bring the implementation they ran with (fused on a GPU); this
+        # device's choice, made when the optimizer was built, stays.
+        chosen = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group, impl in zip(optimizer.param_groups, chosen, strict=True):
+            group.update(impl)
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        rng = ranks[world.rank] if len(ranks) == world.size else ranks[0]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        same_world = len(ranks) == world.size
+        rng = ranks[world.rank] if same_world else ranks[0]
+        set_rng_state(rng, device, world.rank, fold=not same_world)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserError(
             "Cannot resume: the checkpoint does not fit the model and optimizer built from these "

@@ -75,7 +75,8 @@ def main() -> None:
         print(usage(CONF_DIR))
         return
     problem = None
-    if "hydra/launcher=slurm" in argv:
+    printing = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--resolve"} & set(argv)
+    if "hydra/launcher=slurm" in argv and not printing:  # printing a config works anywhere
         if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
             problem = (
                 "hydra/launcher=slurm needs the SLURM extra: .venv/bin/pip install -e '.[slurm]'"
@@ -106,7 +107,7 @@ def train_app(cfg: DictConfig) -> None:
     try:
         # Everything a user can get wrong in the config is checked before anything is written.
         settings = arguments(cfg)
-        device = runtime.select_device(cfg.trainer.device, world.local_rank)
+        device = runtime.select_device(cfg.trainer.device, world)
         world, started = distributed.start(world, device), True
         # Hydra made a run directory in every process, named by each one's own clock: rank 0's
         # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
@@ -177,6 +178,12 @@ def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
             f"{e.strerror or e} on {e.filename or run_dir}; training stopped. The last "
             f"checkpoint, {last}, is intact: fix the cause, then {resume}."
         )
+    if distributed.shared_a_gpu(e):
+        return MISTAKE, (
+            "two ranks on one node were given the same GPU (NCCL: Duplicate GPU detected): start "
+            "as many ranks per node as there are GPUs, or give each task its own GPU (srun "
+            f"--gpus-per-task=1). The last checkpoint, {last}, is intact: {resume}."
+        )
     return FAULT, (  # a lost rank
         "lost contact with another rank (it was killed or failed; see its own output), so "
         f"every rank stops. The last checkpoint, {last}, is intact: {resume}."
@@ -212,9 +219,9 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         )
         return
     train_model = world.wrap(model, device, tr.sync_bn)
-    optimizer = torch.optim.SGD(model.parameters(), **s.optim)
+    optimizer = runtime.sgd(model.parameters(), device, **s.optim)
     scaler = runtime.grad_scaler(device, precision)
-    start = checkpoint.restore(ckpt, model, optimizer, scaler, world) if ckpt else 0
+    start = checkpoint.restore(ckpt, model, optimizer, scaler, world, device) if ckpt else 0
     if world.rank and not ckpt:  # each rank its own stream for dropout shortcuts
         torch.manual_seed(tr.seed * 1_000_003 + world.rank)
     compiled = runtime.choose_compile(
@@ -223,6 +230,7 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         schedule.iterations - start,
         s.model.get("checkpointing", False),
         s.model["depth"],
+        tr.sync_bn,
     )
     facts = describe(cfg, model, data, device) | {
         "precision": precision,
@@ -243,7 +251,7 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         """One file for the whole run, written by rank 0: the bare model's state (torchvision's
         names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first. A failed
         write stops every rank."""
-        rng = world.gather_objects(checkpoint.rng_state())  # every rank takes part
+        rng = world.gather_objects(checkpoint.rng_state(device))  # every rank takes part
         failed = None
         if world.is_main:
             state = {

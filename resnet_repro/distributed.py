@@ -28,6 +28,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     launcher: str = "none"  # none | torchrun | slurm
+    local_size: int = 1  # ranks on this node (0: the launcher does not say)
     # gloo group for the small host-side collectives (stop flags, objects), so that they
     # never wait on the GPU stream; None in a single process.
     control: object = field(default=None, compare=False, repr=False)
@@ -157,14 +158,28 @@ ALONE = World()  # one process, no launcher
 def world_from_env(env=os.environ) -> World:
     if "RANK" in env and "WORLD_SIZE" in env:
         rank, size = int(env["RANK"]), int(env["WORLD_SIZE"])
-        return World(rank, size, int(env.get("LOCAL_RANK", 0)), "torchrun")
+        local = int(env.get("LOCAL_WORLD_SIZE", 0))
+        return World(rank, size, int(env.get("LOCAL_RANK", 0)), "torchrun", local)
     in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env
     if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env and in_step:
         # SLURM_STEP_ID: inside an srun step. A batch script's own shell has SLURM_NTASKS too,
         # but is one process: there it must train alone, not wait for ranks that never come.
         rank, size = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
-        return World(rank, size, int(env.get("SLURM_LOCALID", 0)), "slurm")
+        return World(rank, size, int(env.get("SLURM_LOCALID", 0)), "slurm", tasks_on_node(env))
     return ALONE
+
+
+def tasks_on_node(env) -> int:
+    """How many tasks of this srun step run on this node (0 where SLURM does not say):
+    SLURM_STEP_TASKS_PER_NODE reads as '4(x2),2', node by node of the step."""
+    counts = []
+    for part in env.get("SLURM_STEP_TASKS_PER_NODE", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            return 0
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    node = int(env.get("SLURM_NODEID", 0))
+    return counts[node] if node < len(counts) else 0
 
 
 def run_name(clock: str, overrides: str | None = None, env=os.environ) -> str:
@@ -256,7 +271,13 @@ def attempt_store(world: World, env=os.environ):
         is_master=False,
         timeout=timedelta(minutes=10),
     )
-    return dist.PrefixStore(f"resnet-train/attempt-{env.get('TORCHELASTIC_RESTART_COUNT', 0)}", agent)
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"resnet-train/attempt-{attempt}", agent)
+
+
+def shared_a_gpu(e: BaseException) -> bool:
+    """NCCL's refusal of two ranks on one GPU (more tasks on a node than GPUs they can see)."""
+    return "Duplicate GPU" in str(e)
 
 
 def lost_a_rank(e: RuntimeError) -> bool:
@@ -264,6 +285,6 @@ def lost_a_rank(e: RuntimeError) -> bool:
     notices a closed connection at once. (NCCL does not; under torchrun the agent stops the
     other ranks when one dies, and under srun --kill-on-bad-exit=1 does.)"""
     text = str(e)
-    return isinstance(e, dist.DistBackendError) or any(
+    return isinstance(e, dist.DistBackendError) or shared_a_gpu(e) or any(
         s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
     )

@@ -153,7 +153,10 @@ def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str, world=A
     testing): their softmax outputs are averaged. Each rank evaluates its shard; the sums are
     added over ranks, so every image counts once and the error is the same on any world size."""
     model.eval()
-    loss_sum, wrong, wrong5, n, classes, device = 0.0, 0, 0, 0, 0, torch.device("cpu")
+    # The all-reduce runs on the model's device (NCCL takes GPU tensors only), also on a rank
+    # whose shard is empty.
+    device = next(model.parameters()).device
+    loss_sum, wrong, wrong5, n, classes = 0.0, 0, 0, 0, 0
     for x, y in batches:
         with autocast:
             logits = model(x.flatten(0, 1) if x.dim() == 5 else x).float()
@@ -165,7 +168,7 @@ def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str, world=A
         top = logp.topk(min(5, logp.shape[1]), dim=1).indices
         wrong += (top[:, 0] != y).sum()
         wrong5 += (top != y[:, None]).all(1).sum()
-        n, classes, device = n + len(y), logp.shape[1], y.device
+        n, classes = n + len(y), logp.shape[1]
     model.train()
     sums = torch.tensor([float(loss_sum), float(wrong), float(wrong5), n], dtype=torch.float64)
     loss_sum, wrong, wrong5, n = world.all_reduce_sum(sums.to(device)).tolist()

@@ -2,11 +2,13 @@
 
 import contextlib
 import platform
+import re
 import signal
 import sys
 
 import torch
 
+from .distributed import ALONE, World
 from .errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -20,29 +22,52 @@ COMPILE_AFTER = {"cuda": 20_000}
 COMPILE_MAX_DEPTH = 200
 
 
-def select_device(device: str, local_rank: int = 0) -> torch.device:
-    """The training device; under a launcher, GPU number local_rank of this node."""
+def select_device(device: str, world: World = ALONE) -> torch.device:
+    """The training device; under a launcher, the GPU of this rank's local rank."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"trainer.device={device} but PyTorch sees no CUDA GPU on this machine. "
-                "Use trainer.device=cpu (or auto, which picks a GPU when there is one)."
-            )
-        if ":" in device:
-            return torch.device(device)
-        # A task bound to its own GPU (srun --gpus-per-task=1) sees one device, cuda:0.
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if device == "cpu":
         return torch.device("cpu")
-    raise UserError(f"trainer.device={device!r} is unknown; use auto, cpu, cuda or cuda:N.")
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise UserError(f"trainer.device={device!r} is unknown; use auto, cpu, cuda or cuda:N.")
+    if not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.device={device} but PyTorch sees no CUDA GPU on this machine. "
+            "Use trainer.device=cpu (or auto, which picks a GPU when there is one)."
+        )
+    count = torch.cuda.device_count()
+    if m.group(1) is not None:
+        if world.distributed:
+            raise UserError(
+                f"trainer.device={device} would put every rank on one GPU. Under {world.launcher} "
+                "use trainer.device=cuda (or auto): each rank takes the GPU of its local rank."
+            )
+        if int(m.group(1)) >= count:
+            raise UserError(
+                f"trainer.device={device}, but this process sees {count} GPU(s), cuda:0 to "
+                f"cuda:{count - 1} (CUDA_VISIBLE_DEVICES may hide others)."
+            )
+        return torch.device(device)
+    if count == 1:  # a task bound to its own GPU (srun --gpus-per-task=1) sees it as cuda:0
+        return torch.device("cuda", 0)
+    ranks_here = max(world.local_size, world.local_rank + 1)
+    if ranks_here > count:
+        raise UserError(
+            f"{ranks_here} ranks on this node, but only {count} GPUs visible: NCCL needs a GPU "
+            f"for each rank. Start {count} per node (torchrun --nproc-per-node={count}, srun "
+            "--ntasks-per-node), or give each task its own GPU (srun --gpus-per-task=1)."
+        )
+    return torch.device("cuda", world.local_rank)
 
 
 def configure(device: torch.device, threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     if device.type == "cuda":
+        # The current device: where pinned-memory threads, autocast's checks and any tensor
+        # made without a device go (cuda:N on one process, LOCAL_RANK's GPU under a launcher).
+        torch.cuda.set_device(device)
         # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
         torch.backends.cudnn.benchmark = True
 
@@ -57,7 +82,9 @@ def choose_precision(device: torch.device, precision: str) -> str:
             "trainer.precision=fp16 is for CUDA GPUs; on a CPU use bf16 (or fp32, the default)."
         )
     if precision == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # Compute capability 8 (Ampere) on: bf16 tensor cores. torch.cuda.is_bf16_supported()
+        # counts emulation too and says yes on a V100 or T4, where bf16 is slower than fp32.
+        cuda_bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
         return "bf16" if cuda_bf16 else "fp32"
     return precision
 
@@ -70,6 +97,14 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def sgd(params, device: torch.device, **optim) -> torch.optim.SGD:
+    """[R1]'s optimizer. On a GPU the fused implementation: one kernel for all parameters, and
+    it takes a GradScaler's scale and inf check on the device, where the default one reads
+    them back with .item() every step (a host-device sync)."""
+    optim.setdefault("fused", True if device.type == "cuda" else None)
+    return torch.optim.SGD(params, **optim)
+
+
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     if precision == "fp16":
@@ -78,7 +113,12 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | 
 
 
 def choose_compile(
-    setting, device: torch.device, iterations: int, checkpointing: bool, depth: int = 0
+    setting,
+    device: torch.device,
+    iterations: int,
+    checkpointing: bool,
+    depth: int = 0,
+    sync_bn: bool = False,
 ) -> bool:
     if setting not in ("auto", True, False):
         raise UserError(f"trainer.compile={setting!r} is unknown; use auto, true or false.")
@@ -91,8 +131,10 @@ def choose_compile(
             )
         return False
     if setting == "auto":
+        # Not with SyncBatchNorm: it breaks the graph at every BatchNorm layer, and DDP with
+        # SyncBatchNorm under torch.compile has open failures upstream.
         long_run = device.type in COMPILE_AFTER and iterations >= COMPILE_AFTER[device.type]
-        return long_run and depth <= COMPILE_MAX_DEPTH
+        return long_run and depth <= COMPILE_MAX_DEPTH and not sync_bn
     return setting
 
 

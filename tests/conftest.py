@@ -18,6 +18,7 @@ CIFAR_JPEG = Path(
 )
 # The installed console script, as a user runs it.
 TRAIN = [str(Path(sys.executable).with_name("resnet-train"))]
+TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2"]
 
 # A tiny but complete run: ResNet-8 on a few synthetic images, a handful of iterations.
 TINY_MODEL = ["model=resnet", "model.depth=8", "trainer.threads=1"]
@@ -39,6 +40,19 @@ def run_cli(*overrides, cwd=None, **kwargs) -> subprocess.CompletedProcess:
         text=True,
         env=env,
         timeout=900,
+        **kwargs,
+    )
+
+
+def launch(*args, cwd=None, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
+    return subprocess.run(
+        [*TORCHRUN, *TRAIN, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env | {"PYTHONUNBUFFERED": "1"},
         **kwargs,
     )
 

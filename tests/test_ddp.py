@@ -5,7 +5,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from itertools import islice
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, TINY_MODEL, TRAIN
+from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, launch
 from fixtures import write_jpeg_folder
 
 from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
@@ -24,7 +23,6 @@ from resnet_repro.models import build_model
 from resnet_repro.sampling import EpochPlan
 
 pytestmark = pytest.mark.slow
-TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2"]
 ITERATIONS = 60
 # 256 images at a global batch of 32: 8 steps an epoch, 16 images a rank.
 # lr 0.01: at 0.1 a net fitting random labels is chaotic, and float rounding (channels_last
@@ -37,19 +35,6 @@ ARGS = [
     "trainer.eval_every=20",
     "trainer.ckpt_every=5",
 ]
-
-
-def launch(*args, cwd=None, **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
-    return subprocess.run(
-        [*TORCHRUN, *TRAIN, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env | {"PYTHONUNBUFFERED": "1"},
-        **kwargs,
-    )
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -192,7 +177,9 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def srun_like(args: list[str], job_id: int, limit_rank_0: int = 0) -> list[subprocess.Popen]:
+def srun_like(
+    args: list[str], job_id: int, limit_rank_0: int = 0, cwd=None
+) -> list[subprocess.Popen]:
     """Two tasks started as srun starts them: SLURM's variables, no torchrun. limit_rank_0:
     no file of rank 0 may grow larger (as on a full disk)."""
 
@@ -215,9 +202,37 @@ def srun_like(args: list[str], job_id: int, limit_rank_0: int = 0) -> list[subpr
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=small_files if limit_rank_0 and r == 0 else None,
+            cwd=cwd,
         )
         for r in (0, 1)
     ]
+
+
+def test_a_requeued_slurm_job_resumes_its_run(two_ranks, tmp_path):
+    """A job killed without notice (a node lost, preempted) and requeued by SLURM starts the
+    same command again under the same job id: it finds its run directory and resumes."""
+    [straight] = run_dirs(two_ranks)
+    job = os.getpid() % 10_000 + 3
+    tasks = srun_like(ARGS, job_id=job, cwd=tmp_path)  # no hydra.run.dir: named by the job
+    while not list(tmp_path.rglob("last.pt")) and tasks[0].poll() is None:
+        time.sleep(0.02)
+    for task in tasks:
+        task.kill()
+        task.communicate(timeout=60)
+    stopped_at = torch.load(next(tmp_path.rglob("last.pt")), weights_only=True)["iteration"]
+    assert 0 < stopped_at < ITERATIONS
+
+    tasks = srun_like(ARGS, job_id=job, cwd=tmp_path)  # the requeued job
+    for task in tasks:
+        _, err = task.communicate(timeout=300)
+        assert task.returncode == 0, err
+    [run_dir] = run_dirs(tmp_path)
+    assert run_dir.parent == tmp_path / "outputs" / f"slurm-{job}"
+    assert f"resuming from iteration {stopped_at}" in (run_dir / "train.log").read_text()
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
 
 
 def test_srun_tasks_train_together_and_stop_together(tmp_path):

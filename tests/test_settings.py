@@ -144,7 +144,11 @@ def test_a_users_own_config_folder_adds_options(tmp_path):
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ntags: [mine]\n")
     with pytest.raises(UserError, match="experiment has no option mine"):
         check_overrides(["experiment=mine"])
-    for flags in (["--config-dir", str(tmp_path)], [f"--config-dir={tmp_path}"], ["-cd", str(tmp_path)]):
+    for flags in (
+        ["--config-dir", str(tmp_path)],
+        [f"--config-dir={tmp_path}"],
+        ["-cd", str(tmp_path)],
+    ):
         check_overrides([*flags, "experiment=mine", "experiment=r1_cifar"])
     with pytest.raises(UserError, match="no such folder"):
         check_overrides(["--config-dir", str(tmp_path / "nope"), "experiment=mine"])
