@@ -1,4 +1,4 @@
-"""The published numbers the tables compare with ([R1], [R2]; ../shared/PAPERS.md), and which runs
+"""The published numbers the tables compare with ([R1], [R2]; docs/papers.md), and which runs
 each row is about. A row's `match` is a test on a run's config; `paper` is the test error (%),
 or FAIL where the paper reports "fail" (above 20%)."""
 

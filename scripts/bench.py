@@ -5,7 +5,7 @@
 - pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
   DataLoader, fp32) at its best worker count, against resnet-train end to end with its
   defaults (on a CPU: fp32, channels_last, not compiled) and with bf16, and its own bare step;
-  on the real CIFAR-10 copy in ../shared/data.
+  on a real CIFAR-10 copy ($RESNET_REPRO_CIFAR10_JPEG, else ../shared/data/cifar10-jpeg.tar.gz).
 - settings: each setting's contribution to the bare step (fp32, channels_last, compile, bf16).
 - memory: the peak memory of a training step above the process's baseline, with and without
   activation checkpointing, and the time per step.
@@ -39,7 +39,10 @@ from resnet_repro.models import build_model
 from resnet_repro.runtime import compile_model, cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR_JPEG = Path(
+    os.environ.get("RESNET_REPRO_CIFAR10_JPEG")
+    or ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+)
 BIN = Path(sys.executable).parent
 THREADS = os.cpu_count()
 
@@ -111,9 +114,12 @@ def best(repeats: int, measure, *args, **kwargs) -> float:
 
 
 def pipeline(args) -> None:
-    root = Path(tempfile.mkdtemp(prefix="cifar10-"))
-    with tarfile.open(CIFAR_JPEG) as tar:
-        tar.extractall(root, filter="data")
+    if not CIFAR_JPEG.exists():
+        sys.exit(f"bench.py: the pipeline part needs real CIFAR-10: {CIFAR_JPEG} is missing.")
+    root = CIFAR_JPEG if CIFAR_JPEG.is_dir() else Path(tempfile.mkdtemp(prefix="cifar10-"))
+    if not CIFAR_JPEG.is_dir():
+        with tarfile.open(CIFAR_JPEG) as tar:
+            tar.extractall(root, filter="data")
     data = load_dataset("cifar10", root=str(root), download=False)  # decodes once, caches
     rows = []
     for depth in args.depths:
