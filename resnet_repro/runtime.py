@@ -49,7 +49,9 @@ def select_device(device: str, world: World = ALONE) -> torch.device:
                 f"cuda:{count - 1} (CUDA_VISIBLE_DEVICES may hide others)."
             )
         return torch.device(device)
-    if count == 1:  # a task bound to its own GPU (srun --gpus-per-task=1) sees it as cuda:0
+    if count == 1 and world.launcher == "slurm":
+        # a task bound to its own GPU (srun --gpus-per-task=1) sees it as cuda:0; torchrun
+        # never binds its workers so, and tasks that share one GPU are NCCL's to refuse
         return torch.device("cuda", 0)
     ranks_here = max(world.local_size, world.local_rank + 1)
     if ranks_here > count:

@@ -1,6 +1,6 @@
 """Training speed and memory, as Markdown tables: `make bench`, or one part at a time:
 
-    python scripts/bench.py --parts pipeline settings memory depth compile ddp
+    python scripts/bench.py --parts pipeline settings memory depth compile ddp gpu
 
 - pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
   DataLoader, fp32) at its best worker count, against resnet-train end to end with its
@@ -12,6 +12,8 @@
 - depth: time per iteration against depth, 20 to 1202.
 - compile: torch.compile's compile time against depth, with an empty compile cache.
 - ddp: 2 gloo ranks of 1 thread against 1 process of 2 threads, the same global batch.
+- gpu: on a CUDA GPU (skipped without one), the bare step in fp32 NCHW, fp32 NHWC, bf16 and
+  bf16 compiled, resnet-train end to end with a GPU run's settings, and the classic pipeline.
 
 Every ratio is of numbers measured in this one run (the machines are shared and noisy); each
 table names the CPU. The bare step: forward, backward and SGD step on one batch already on the
@@ -36,7 +38,7 @@ from classic_cifar import images_per_sec as classic_speed
 
 from resnet_repro.data import load_dataset
 from resnet_repro.models import build_model
-from resnet_repro.runtime import compile_model, cpu_name
+from resnet_repro.runtime import compile_model, cpu_name, sgd
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = Path(
@@ -47,32 +49,40 @@ BIN = Path(sys.executable).parent
 THREADS = os.cpu_count()
 
 
-def bare_step(depth, steps, channels_last=True, compile=False, precision="fp32", **model):
+def bare_step(
+    depth, steps, channels_last=True, compile=False, precision="fp32", device="cpu", **model
+):
     """Images/s of the bare step at batch 128, and the seconds the first step took more."""
     torch.manual_seed(0)
+    device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = build_model(depth, **model).to(memory_format=fmt)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (128,))
+    net = build_model(depth, **model).to(device, memory_format=fmt)
+    opt = sgd(net.parameters(), device, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(128, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (128,), device=device)
     fn = compile_model(net, depth) if compile else net
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     def step():
-        with torch.autocast("cpu", dtype=dtype, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
             loss = F.cross_entropy(fn(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    t0 = time.perf_counter()
+    def clock():  # a GPU runs ahead of Python: wait for it before reading the time
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    t0 = clock()
     step()
-    first = time.perf_counter() - t0
+    first = clock() - t0
     step()
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(steps):
         step()
-    per_step = (time.perf_counter() - t0) / steps
+    per_step = (clock() - t0) / steps
     return 128 / per_step, first - per_step
 
 
@@ -101,8 +111,9 @@ def end_to_end(overrides: list[str], window: int, windows: int, launcher=()) -> 
     return len(speeds) / sum(1 / s for s in speeds)  # equal windows: harmonic mean
 
 
-def table(title: str, header: list[str], rows: list[list]) -> None:
-    print(f"\n### {title}\n\nCPU: {cpu_name()}, {THREADS} threads, batch 128\n")
+def table(title: str, header: list[str], rows: list[list], machine: str = "") -> None:
+    machine = machine or f"CPU: {cpu_name()}, {THREADS} threads"
+    print(f"\n### {title}\n\n{machine}, batch 128\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
@@ -268,6 +279,50 @@ def ddp(args) -> None:
     table("DDP on the CPU, global batch 128 (img/s)", header + ["ratio"], rows)
 
 
+def gpu(args) -> None:
+    """On a CUDA GPU: the bare step with each setting, resnet-train end to end with a GPU's
+    defaults (compiled, as auto compiles the papers' long runs), and the classic pipeline."""
+    if not torch.cuda.is_available():
+        print("\n### GPU\n\nNo CUDA GPU is visible: nothing measured.", flush=True)
+        return
+    name = torch.cuda.get_device_name(0)
+    machine = f"GPU: {name} (torch {torch.__version__}); CPU: {cpu_name()}, {THREADS} threads"
+    real = CIFAR_JPEG.exists()
+    if real:
+        root = CIFAR_JPEG if CIFAR_JPEG.is_dir() else Path(tempfile.mkdtemp(prefix="cifar10-"))
+        if not CIFAR_JPEG.is_dir():
+            with tarfile.open(CIFAR_JPEG) as tar:
+                tar.extractall(root, filter="data")
+        data, where = load_dataset("cifar10", root=str(root), download=False), [f"data.root={root}"]
+    else:
+        data, where = load_dataset("synthetic"), ["data=synthetic"]
+    settings = {
+        "fp32 NCHW": dict(channels_last=False),
+        "fp32 NHWC": dict(),
+        "bf16 NHWC": dict(precision="bf16"),
+        "bf16 NHWC compiled": dict(precision="bf16", compile=True),
+    }
+    rows = []
+    for depth in args.depths:
+        steps = max(20, args.steps * 200 // depth)
+        bare = {
+            k: best(args.repeats, bare_speed, depth, steps, device="cuda", **kw)
+            for k, kw in settings.items()
+        }
+        classic = best(args.repeats, classic_speed, data, depth, 8, steps, device="cuda")
+        gpu_run = [f"model=resnet{depth}", *where, "trainer.device=cuda", "trainer.compile=true"]
+        e2e = best(args.repeats, end_to_end, gpu_run, steps, 2)
+        rows.append(
+            [f"resnet{depth}", f"{classic:.0f}"]
+            + [f"{bare[k]:.0f}" for k in settings]
+            + [f"{e2e:.0f}", f"{e2e / classic:.2f}x", f"{e2e / bare['bf16 NHWC compiled']:.0%}"]
+        )
+    header = ["model", "classic (fp32, 8 workers)"] + [f"bare step {k}" for k in settings]
+    header += ["resnet-train end to end (bf16, NHWC, compiled)", "vs classic", "of its bare step"]
+    data_name = "real CIFAR-10 (JPEG copy)" if real else "synthetic CIFAR-10-shaped data"
+    table(f"GPU training speed (img/s), {data_name}", header, rows, machine)
+
+
 PARTS = {
     "pipeline": pipeline,
     "settings": settings,
@@ -275,6 +330,7 @@ PARTS = {
     "depth": depth_scaling,
     "compile": compile_time,
     "ddp": ddp,
+    "gpu": gpu,
 }
 
 

@@ -42,10 +42,13 @@ class PILCifar(Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def images_per_sec(data, depth: int, workers: int, steps: int, warmup: int = 3) -> float:
+def images_per_sec(
+    data, depth: int, workers: int, steps: int, warmup: int = 3, device: str = "cpu"
+) -> float:
     """Training images per second over `steps` iterations after `warmup` untimed ones."""
     torch.manual_seed(0)
-    model = build_model(depth)
+    device = torch.device(device)
+    model = build_model(depth).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     loader = DataLoader(
         PILCifar(data.train_images, data.train_labels),
@@ -53,18 +56,27 @@ def images_per_sec(data, depth: int, workers: int, steps: int, warmup: int = 3) 
         shuffle=True,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
         drop_last=True,
     )
     batches = iter(loader)
     for i in range(warmup + steps):
         if i == warmup:
+            sync(device)
             t0 = time.perf_counter()
         x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync(device)
     return steps * 128 / (time.perf_counter() - t0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:

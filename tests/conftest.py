@@ -31,8 +31,8 @@ TINY = [
 ]
 
 
-def run_cli(*overrides, cwd=None, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(*overrides, cwd=None, env=None, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [*TRAIN, *overrides],
         cwd=cwd,

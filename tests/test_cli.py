@@ -187,6 +187,22 @@ def test_user_mistakes_end_with_a_message_and_nothing_written(tmp_path, case):
     assert not (tmp_path / "run").exists() and not list(empty.iterdir())
 
 
+def test_printing_a_config_works_anywhere_and_takes_a_users_own_files(tmp_path):
+    # --cfg with the SLURM launcher, on a machine without sbatch: only launching needs SLURM
+    r = run_cli("hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "SlurmLauncher" in r.stdout
+    # the README's example of an experiment of one's own, added with --config-dir
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "r110_wd.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: resnet110\n"
+        "optim:\n  weight_decay: 0.0005\n"
+    )
+    r = run_cli("--config-dir", "myconf", "experiment=r110_wd", "--cfg", "job", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "depth: 110" in r.stdout and "weight_decay: 0.0005" in r.stdout
+
+
 def test_multirun_sweep(tmp_path):
     # A sweep over two axes: depth, and [R2] table 1's shortcut variants.
     r = run_cli(
@@ -267,22 +283,3 @@ def test_bf16_run_learns_on_cpu(tmp_path):
     assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.5  # it fits the images
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["precision"] == "bf16" and summary["channels_last"] is True
-
-
-def test_compiled_run_with_a_short_last_batch(tmp_path):
-    # 80 images at 32: batches of 32, 32 and 16; the compiled model takes the full ones.
-    run_dir = tmp_path / "run"
-    r = run_cli(
-        *TINY,
-        "data.train_size=80",
-        "trainer.compile=true",
-        "schedule.iterations=6",
-        "trainer.log_every=3",
-        "trainer.eval_every=3",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert r.returncode == 0, r.stderr
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["compile"] is True and summary["iteration"] == 6
-    assert [m["iteration"] for m in metrics(run_dir)] == [3, 6]
-    assert 0 <= summary["test_error"] <= 100

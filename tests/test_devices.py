@@ -48,11 +48,12 @@ def test_each_rank_takes_the_gpu_of_its_local_rank(gpus):
         ("cuda:4", ALONE, r"sees 4 GPU\(s\), cuda:0 to cuda:3"),
         ("cuda", torchrun(0, 8), "8 ranks on this node, but only 4 GPUs visible"),
         ("cuda", World(5, 6, 5, "slurm", 0), "6 ranks on this node, but only 4"),
+        ("cuda", torchrun(1, 2), "2 ranks on this node, but only 1 GPUs visible"),
         ("cuda:x", ALONE, "is unknown; use auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_a_device_layout_that_cannot_work_is_a_user_error(gpus, device, world, message):
-    gpus(4)
+    gpus(1 if "only 1" in message else 4)
     with pytest.raises(UserError, match=message):
         runtime.select_device(device, world)
 

@@ -67,9 +67,14 @@ def test_what_a_gpu_run_turns_on_runs_on_each_pipeline(case, folder, tmp_path):
         "trainer.log_every=1",
         f"hydra.run.dir={tmp_path}",
     ]
-    r = (launch if ranks == 2 else run_cli)(*args)
+    if ranks == 2:
+        r = launch(*args)
+    else:  # and what a user debugging compile asks for prints under Hydra's logging set-up
+        r = run_cli(*args, env={"TORCH_LOGS": "dynamo,graph_breaks,recompiles"})
     assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    if ranks == 1 and summary_of(tmp_path)["compile"]:
+        assert "torchdynamo start tracing" in r.stderr
+    summary = summary_of(tmp_path)
     assert summary["precision"] == "bf16" and summary["channels_last"] is True
     assert summary["compile"] is ("trainer.compile=true" in choices)
     assert summary["checkpointing"] is ("model.checkpointing=true" in choices)
@@ -77,3 +82,7 @@ def test_what_a_gpu_run_turns_on_runs_on_each_pipeline(case, folder, tmp_path):
     records = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in records] == list(range(1, summary["iteration"] + 1))
     assert all(math.isfinite(m["train_loss"]) for m in records)
+
+
+def summary_of(run_dir) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())

@@ -1,0 +1,131 @@
+"""On a CUDA GPU: what a GPU run does that no CPU run can (NCCL, fp16 with a GradScaler, pinned
+memory, SyncBatchNorm, a checkpoint crossing devices). Plain `make test` runs these wherever a
+GPU is visible; elsewhere each is skipped with the reason. Their CPU twins (the same choices
+forced on the CPU, gloo ranks) are test_gpu_choices.py and test_ddp.py."""
+
+import json
+import signal
+import subprocess
+
+import pytest
+import torch
+from conftest import TINY, TORCHRUN, TRAIN, launch, run_cli
+from fixtures import write_jpeg_folder
+from test_faults import start, wait_for
+
+from resnet_repro import checkpoint
+
+GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.slow,
+    pytest.mark.skipif(GPUS == 0, reason="needs a CUDA GPU; PyTorch sees none here"),
+]
+# TINY with enough iterations to record, and a short last batch (256 at 48: 5 of 48, 1 of 16).
+SHORT = [*TINY, "data.batch_size=48", "schedule.iterations=12", "trainer.log_every=3"]
+
+
+def summary(run_dir) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_the_gpu_defaults_train(tmp_path):
+    """auto's choices on a GPU (bf16 from Ampere on, channels_last), compile forced: what a
+    64k-iteration run gets."""
+    r = run_cli(*SHORT, "trainer.compile=true", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summary(tmp_path)
+    ampere = torch.cuda.get_device_capability(0)[0] >= 8
+    assert s["device"] == "cuda:0" and s["hardware"]["gpu"] == torch.cuda.get_device_name(0)
+    assert s["precision"] == ("bf16" if ampere else "fp32")
+    assert s["channels_last"] is True and s["compile"] is True
+
+
+def test_fp16_with_a_grad_scaler(tmp_path):
+    r = run_cli(*SHORT, "trainer.precision=fp16", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 0 and summary(tmp_path)["precision"] == "fp16"
+    assert ckpt["optimizer"]["param_groups"][0]["fused"] is True  # the scaler without .item()
+
+
+def test_an_image_folder_with_pinned_memory_and_compile(tmp_path):
+    root = write_jpeg_folder(tmp_path / "jpegs", classes=3, train=8, val=4)
+    r = run_cli(
+        "model=resnet18",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.crop_size=32",
+        "data.resize_size=36",
+        "data.batch_size=10",
+        "data.workers=2",
+        "schedule=imagenet",
+        "schedule.epochs=2",
+        "trainer.compile=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert summary(tmp_path / "run")["compile"] is True
+
+
+def stop_after_a_checkpoint(run_dir, device: str) -> int:
+    """Train on `device` until a checkpoint beyond the last one, then stop with Ctrl-C."""
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    before = checkpoint.load_checkpoint(ckpt)["iteration"] if ckpt.exists() else 0
+    args = [*TINY, "schedule.iterations=400", "trainer.ckpt_every=5", "trainer.log_every=5"]
+    proc = start(*args, f"trainer.device={device}", f"hydra.run.dir={run_dir}")
+
+    def moved_on():
+        try:
+            return checkpoint.load_checkpoint(ckpt)["iteration"] > before
+        except (checkpoint.Damaged, FileNotFoundError):
+            return False
+
+    wait_for(moved_on, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    return checkpoint.load_checkpoint(ckpt)["iteration"]
+
+
+def test_a_checkpoint_moves_from_cpu_to_gpu_and_back(tmp_path):
+    on_cpu = stop_after_a_checkpoint(tmp_path, "cpu")
+    on_gpu = stop_after_a_checkpoint(tmp_path, "cuda")
+    assert on_gpu > on_cpu
+    r = run_cli(
+        *TINY,
+        "schedule.iterations=400",
+        "trainer.ckpt_every=5",
+        "trainer.log_every=5",
+        "trainer.device=cpu",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert summary(tmp_path)["iteration"] == 400
+
+
+def test_one_nccl_rank_under_torchrun(tmp_path):
+    r = subprocess.run(
+        [TORCHRUN[0], "--nproc_per_node=1", *TRAIN, *SHORT, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert summary(tmp_path)["launcher"] == "torchrun"
+
+
+@pytest.mark.skipif(GPUS < 2, reason="needs 2 CUDA GPUs")
+def test_two_nccl_ranks_with_sync_batchnorm(tmp_path):
+    r = launch(*SHORT, "trainer.sync_bn=true", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summary(tmp_path)
+    assert s["world_size"] == 2 and s["replicas_identical"] is True and s["compile"] is False
+
+
+@pytest.mark.skipif(GPUS != 1, reason="needs a machine with exactly one CUDA GPU")
+def test_two_ranks_on_one_gpu_are_refused_with_the_reason(tmp_path):
+    r = launch(*SHORT, f"hydra.run.dir={tmp_path}")
+    assert r.returncode != 0
+    assert "2 ranks on this node, but only 1 GPUs visible" in r.stderr
+    assert "Traceback (most recent call last)" not in r.stderr.split("torchrun")[0]
