@@ -285,6 +285,11 @@ def lost_a_rank(e: RuntimeError) -> bool:
     notices a closed connection at once. (NCCL does not; under torchrun the agent stops the
     other ranks when one dies, and under srun --kill-on-bad-exit=1 does.)"""
     text = str(e)
-    return isinstance(e, dist.DistBackendError) or shared_a_gpu(e) or any(
-        s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+    return (
+        isinstance(e, dist.DistBackendError)
+        or shared_a_gpu(e)
+        or any(
+            s in text
+            for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+        )
     )

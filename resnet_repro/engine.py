@@ -16,6 +16,8 @@ from .records import NullRecord, RunRecord
 from .sampling import EpochPlan
 from .schedule import StepSchedule
 
+AGREE_EVERY = 20  # iterations between the ranks' agreements on a stop (train)
+
 
 class Interrupted(Exception):
     """A stop was asked for (Ctrl-C, SIGTERM, preemption); the checkpoint of `iteration` has
@@ -98,8 +100,13 @@ def train(t: Training, start: int) -> dict:
                 window.restart_clock()  # images/s counts training only
             t.record.write(last)
 
-        stopping = t.world.any(t.stop_requested())  # every rank stops at the same iteration
-        if stopping or it % t.ckpt_every == 0 or it == total:
+        saving = it % t.ckpt_every == 0 or it == total
+        # Every rank stops at the same iteration, agreed by a collective that waits for all of
+        # them (0.2 ms on gloo; docs/speed.md): too long for every few-ms GPU step, so ranks
+        # agree every AGREE_EVERY iterations and at each checkpoint. Alone, every iteration.
+        agreeing = saving or it % AGREE_EVERY == 0 or not t.world.distributed
+        stopping = agreeing and t.world.any(t.stop_requested())
+        if stopping or saving:
             check_finite(t, window, it)
             t.save(it)
         if stopping:

@@ -1,6 +1,6 @@
 """Training speed and memory, as Markdown tables: `make bench`, or one part at a time:
 
-    python scripts/bench.py --parts pipeline settings memory depth compile ddp gpu
+    python scripts/bench.py --parts pipeline settings memory depth compile ddp agree gpu
 
 - pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
   DataLoader, fp32) at its best worker count, against resnet-train end to end with its
@@ -12,6 +12,7 @@
 - depth: time per iteration against depth, 20 to 1202.
 - compile: torch.compile's compile time against depth, with an empty compile cache.
 - ddp: 2 gloo ranks of 1 thread against 1 process of 2 threads, the same global batch.
+- agree: what the per-iteration stop-flag agreement of a DDP run costs on 2 gloo ranks.
 - gpu: on a CUDA GPU (skipped without one), the bare step in fp32 NCHW, fp32 NHWC, bf16 and
   bf16 compiled, resnet-train end to end with a GPU run's settings, and the classic pipeline.
 
@@ -279,6 +280,64 @@ def ddp(args) -> None:
     table("DDP on the CPU, global batch 128 (img/s)", header + ["ratio"], rows)
 
 
+def agree_probe(steps: int) -> None:
+    """Under torchrun: what one stop-flag agreement (World.any, a one-number all-reduce on the
+    gloo group) costs, against one DDP training step of ResNet-20 at a global batch of 128."""
+    from resnet_repro.distributed import start, world_from_env
+
+    world = start(world_from_env(), torch.device("cpu"))
+    torch.set_num_threads(1)
+    for _ in range(50):
+        world.any(False)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        world.any(False)
+    agree = (time.perf_counter() - t0) / 2000
+    torch.manual_seed(0)
+    net = torch.nn.parallel.DistributedDataParallel(
+        build_model(20).to(memory_format=torch.channels_last)
+    )
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(128 // world.size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (len(x),))
+    for i in range(steps + 2):
+        if i == 2:
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step = (time.perf_counter() - t0) / steps
+    if world.is_main:
+        print(json.dumps({"agree_s": agree, "step_s": step}), flush=True)
+    world.close()
+
+
+def agree(args) -> None:
+    torchrun = [str(BIN / "torchrun"), f"--nproc_per_node={THREADS}"]
+    cmd = [*torchrun, __file__, "--probe-agree", str(args.steps)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    # the step time at which one agreement a step would cost 1%
+    rows = [
+        [
+            f"{m['agree_s'] * 1e6:.0f}",
+            f"{m['step_s'] * 1e3:.1f}",
+            f"{m['agree_s'] / m['step_s']:.2%}",
+            f"{m['agree_s'] * 100 * 1e3:.1f}",
+        ]
+    ]
+    header = [
+        "one agreement (us)",
+        "one ResNet-20 DDP step (ms)",
+        "cost a step",
+        "a step shorter than this (ms) pays over 1%",
+    ]
+    table(f"The stop-flag agreement on {THREADS} gloo ranks", header, rows)
+
+
 def gpu(args) -> None:
     """On a CUDA GPU: the bare step with each setting, resnet-train end to end with a GPU's
     defaults (compiled, as auto compiles the papers' long runs), and the classic pipeline."""
@@ -331,6 +390,7 @@ PARTS = {
     "compile": compile_time,
     "ddp": ddp,
     "gpu": gpu,
+    "agree": agree,
 }
 
 
@@ -342,7 +402,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed iterations at depth 20")
     p.add_argument("--repeats", type=int, default=2, help="best of this many measurements")
     p.add_argument("--probe-memory", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--probe-agree", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.probe_agree:
+        return agree_probe(args.probe_agree)
     if args.probe_memory:
         return probe_memory(args.probe_memory[0], bool(args.probe_memory[1]))
     torch.set_num_threads(THREADS)
