@@ -178,12 +178,6 @@ def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
             f"{e.strerror or e} on {e.filename or run_dir}; training stopped. The last "
             f"checkpoint, {last}, is intact: fix the cause, then {resume}."
         )
-    if distributed.shared_a_gpu(e):
-        return MISTAKE, (
-            "two ranks on one node were given the same GPU (NCCL: Duplicate GPU detected): start "
-            "as many ranks per node as there are GPUs, or give each task its own GPU (srun "
-            f"--gpus-per-task=1). The last checkpoint, {last}, is intact: {resume}."
-        )
     return FAULT, (  # a lost rank
         "lost contact with another rank (it was killed or failed; see its own output), so "
         f"every rank stops. The last checkpoint, {last}, is intact: {resume}."

@@ -245,14 +245,24 @@ def start(world: World, device: torch.device) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend,
-        rank=world.rank,
-        world_size=world.size,
-        timeout=timedelta(minutes=10),
-        store=attempt_store(world),
-        **({"device_id": device} if device.type == "cuda" else {}),
-    )
+    try:
+        dist.init_process_group(
+            backend,
+            rank=world.rank,
+            world_size=world.size,
+            timeout=timedelta(minutes=10),
+            store=attempt_store(world),
+            **({"device_id": device} if device.type == "cuda" else {}),  # NCCL joins now
+        )
+    except dist.DistBackendError as e:
+        if "Duplicate GPU" not in str(e):
+            raise
+        # tasks of one node that see the same single GPU (srun without --gpus-per-task)
+        raise UserError(
+            f"rank {world.rank} and another rank of this node were given the same GPU (NCCL: "
+            "Duplicate GPU detected): start as many ranks per node as there are GPUs, or give "
+            "each task its own (srun --gpus-per-task=1)."
+        ) from None
     control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
     return replace(world, control=control)
 
@@ -275,21 +285,11 @@ def attempt_store(world: World, env=os.environ):
     return dist.PrefixStore(f"resnet-train/attempt-{attempt}", agent)
 
 
-def shared_a_gpu(e: BaseException) -> bool:
-    """NCCL's refusal of two ranks on one GPU (more tasks on a node than GPUs they can see)."""
-    return "Duplicate GPU" in str(e)
-
-
 def lost_a_rank(e: RuntimeError) -> bool:
     """Whether an error is a collective that failed because another rank went away: gloo
     notices a closed connection at once. (NCCL does not; under torchrun the agent stops the
     other ranks when one dies, and under srun --kill-on-bad-exit=1 does.)"""
     text = str(e)
-    return (
-        isinstance(e, dist.DistBackendError)
-        or shared_a_gpu(e)
-        or any(
-            s in text
-            for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
-        )
+    return isinstance(e, dist.DistBackendError) or any(
+        s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
     )

@@ -4,10 +4,10 @@ tested where no GPU is. What needs a real GPU to run is in test_cuda.py."""
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from resnet_repro import checkpoint, runtime
-from resnet_repro.cli import MISTAKE, ending
+from resnet_repro import checkpoint, distributed, runtime
 from resnet_repro.distributed import ALONE, World, run_name, tasks_on_node, world_from_env
 from resnet_repro.engine import evaluate
 from resnet_repro.errors import UserError
@@ -73,12 +73,16 @@ def test_ranks_on_a_node_are_read_from_the_launchers():
         assert world_from_env(env).local_size == n
 
 
-def test_nccl_refusing_two_ranks_on_one_gpu_is_said_so(tmp_path):
-    e = RuntimeError(
-        "ncclInvalidUsage: ... Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1000"
-    )
-    code, message = ending(e, tmp_path)
-    assert code == MISTAKE and "given the same GPU" in message and "lost contact" not in message
+def test_nccl_refusing_two_ranks_on_one_gpu_is_said_so(monkeypatch):
+    def nccl(*args, **kwargs):
+        raise dist.DistBackendError(
+            "ncclInvalidUsage: Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1a0"
+        )
+
+    monkeypatch.setattr(dist, "init_process_group", nccl)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    with pytest.raises(UserError, match="rank 1 and another rank of this node were given the same"):
+        distributed.start(World(1, 2, 0, "slurm", 0), GPU)
 
 
 def test_bf16_only_where_the_gpu_computes_it(gpus):
