@@ -162,7 +162,7 @@ def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str, world=A
     model.eval()
     # The all-reduce runs on the model's device (NCCL takes GPU tensors only), also on a rank
     # whose shard is empty.
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device
     loss_sum, wrong, wrong5, n, classes = 0.0, 0, 0, 0, 0
     for x, y in batches:
         with autocast:
