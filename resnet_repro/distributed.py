@@ -55,6 +55,20 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
         return bool(t.item())
 
+    def any_later(self, flag: bool):
+        """world.any(flag) without waiting for it: a function that gives the answer. The
+        collective runs in gloo's thread meanwhile; every rank must read it (in order)."""
+        if not self.distributed:
+            return lambda: flag
+        t = torch.tensor([int(flag)])
+        work = dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control, async_op=True)
+
+        def answer() -> bool:
+            work.wait()
+            return bool(t.item())
+
+        return answer
+
     def smallest(self, value: int) -> int:
         """The smallest of the ranks' values, on every rank."""
         if not self.distributed:

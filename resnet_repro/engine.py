@@ -16,8 +16,6 @@ from .records import NullRecord, RunRecord
 from .sampling import EpochPlan
 from .schedule import StepSchedule
 
-AGREE_EVERY = 20  # iterations between the ranks' agreements on a stop (train)
-
 
 class Interrupted(Exception):
     """A stop was asked for (Ctrl-C, SIGTERM, preemption); the checkpoint of `iteration` has
@@ -69,7 +67,7 @@ class Training:
 def train(t: Training, start: int) -> dict:
     """Train from iteration `start` to the end of the schedule; return the last record."""
     total, last = t.schedule.iterations, {}
-    window = Window()
+    window, asked = Window(), None  # asked: this rank's stop request, being agreed
     stream = t.batches.iterate(start)
     t.model.train()
     for it in range(start + 1, total + 1):  # `it` counts iterations done, as [R1] does
@@ -100,13 +98,14 @@ def train(t: Training, start: int) -> dict:
                 window.restart_clock()  # images/s counts training only
             t.record.write(last)
 
-        saving = it % t.ckpt_every == 0 or it == total
-        # Every rank stops at the same iteration, agreed by a collective that waits for all of
-        # them (0.2 ms on gloo; docs/speed.md): too long for every few-ms GPU step, so ranks
-        # agree every AGREE_EVERY iterations and at each checkpoint. Alone, every iteration.
-        agreeing = saving or it % AGREE_EVERY == 0 or not t.world.distributed
-        stopping = agreeing and t.world.any(t.stop_requested())
-        if stopping or saving:
+        # Every rank stops at the same iteration. Agreeing waits for every rank (0.2 ms on gloo,
+        # over 1% of a GPU step; docs/speed.md), so each iteration starts the agreement on its
+        # own answer and reads the one started an iteration before, done by now. Alone, and at
+        # the last iteration, the answer is read at once.
+        agreed = asked() if asked else False
+        asked = t.world.any_later(t.stop_requested())
+        stopping = agreed or ((it == total or not t.world.distributed) and asked())
+        if stopping or it % t.ckpt_every == 0 or it == total:
             check_finite(t, window, it)
             t.save(it)
         if stopping:

@@ -18,7 +18,7 @@ from fixtures import write_jpeg_folder
 from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from resnet_repro.data import load_dataset
 from resnet_repro.distributed import ALONE, World
-from resnet_repro.engine import AGREE_EVERY, evaluate
+from resnet_repro.engine import evaluate
 from resnet_repro.models import build_model
 from resnet_repro.sampling import EpochPlan
 
@@ -248,7 +248,6 @@ def test_srun_tasks_train_together_and_stop_together(tmp_path):
     assert "stopped after iteration" in outs[0][1] and "stopped" not in outs[1][1]
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert 0 < ckpt["iteration"] < 400 and len(ckpt["rng_ranks"]) == 2
-    assert ckpt["iteration"] % AGREE_EVERY == 0  # where the ranks agree on a stop
 
     tasks = srun_like([*args, "schedule.iterations=420", f"hydra.run.dir={run_dir}"], 1)
     outs = [t.communicate(timeout=300) for t in tasks]
