@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError, check_keys
 from .files import atomic_save, printable
-from .folders import class_folders, load_folder
+from .folders import class_folders, load_folder, open_rgb
 
 
 @dataclass(frozen=True)
@@ -240,7 +239,10 @@ def source_fingerprint(layout: str, path: Path, spec: Cifar) -> str:
         files = sorted(p for split in ("train", "test") for p in (path / split).glob("*/*"))
     h = hashlib.sha1()
     for f in files:
-        st = f.stat()
+        try:
+            st = f.stat()
+        except OSError:  # a dangling link or a loop of links: named when it is decoded
+            st = f.lstat()
         h.update(os.fsencode(f.relative_to(path)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
@@ -379,14 +381,9 @@ def read_image_folder(root: Path, spec: Cifar) -> dict[str, torch.Tensor]:
 
 
 def decode_rgb(path: Path) -> np.ndarray | str:
-    """The image's pixels, or why it cannot be read (a truncated file, or not an image)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except UnidentifiedImageError:
-        return "not an image"
-    except (OSError, SyntaxError, ValueError) as e:
-        return str(e) or type(e).__name__
+    """The image's pixels, or why it cannot be read (folders.open_rgb)."""
+    im = open_rgb(path)
+    return im if isinstance(im, str) else np.asarray(im)
 
 
 def download_cifar(spec: Cifar, root: Path) -> None:

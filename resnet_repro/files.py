@@ -1,6 +1,7 @@
 import fcntl
 import os
 import socket
+import stat
 from pathlib import Path
 
 import torch
@@ -9,6 +10,20 @@ import torch
 def printable(path) -> str:
     """A path as text that can be printed whatever bytes its name holds (not UTF-8)."""
     return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unreadable(path) -> str | None:
+    """Why a data file cannot be read, or None. Only regular files are read: opening a named
+    pipe (or a device) waits for a writer that may never come, and the run would hang."""
+    try:
+        mode = os.stat(path).st_mode  # through links: a dangling one or a loop fails here
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISDIR: "a folder", stat.S_ISSOCK: "a socket"}
+    kind = next((k for test, k in kinds.items() if test(mode)), "a device")
+    return f"not a regular file but {kind}"
 
 
 def atomic_save(obj, path: Path) -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .batches import Normalize
 from .errors import UserError
-from .files import printable
+from .files import printable, unreadable
 from .sampling import EpochPlan, shard
 
 # torchvision's ImageNet statistics, on the 0-255 scale; used for every image folder.
@@ -87,14 +87,28 @@ def read_image(path: str) -> Image.Image:
     """torchvision's reader, but a file that is not a readable image is named. Image folders are
     too large to decode before training (ImageNet: 1.28M files): a bad file stops the run when
     it is first read, with its name, rather than be skipped in silence."""
+    im = open_rgb(path)
+    if isinstance(im, str):
+        raise UserError(f"{printable(path)} is not a readable image ({im}). Remove or replace it.")
+    return im
+
+
+def open_rgb(path) -> Image.Image | str:
+    """The image in RGB, or why it cannot be read: not a regular file (a named pipe would hang
+    the run), a dangling link or a loop of links, not an image, truncated, or more pixels than
+    PIL decodes (its guard against decompression bombs)."""
+    why = unreadable(path)
+    if why:
+        return why
     try:
         with open(path, "rb") as f, Image.open(f) as im:
             return im.convert("RGB")
+    except UnidentifiedImageError:
+        return "not an image"
+    except Image.DecompressionBombError as e:
+        return f"too many pixels to decode safely: {e}"
     except (OSError, SyntaxError, ValueError) as e:
-        why = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise UserError(
-            f"{printable(path)} is not a readable image ({why}). Remove or replace it."
-        ) from None
+        return str(e) or type(e).__name__
 
 
 def from_worker(e: UserError) -> UserError:

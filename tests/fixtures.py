@@ -1,7 +1,10 @@
 """Tiny data sets in both on-disk layouts, written the way the real ones are."""
 
+import os
 import pickle
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,51 @@ def write_image_folder(root: Path, per_class: dict[str, int], classes=CLASSES) -
                 ys.append(label)
         out[split] = (np.stack(xs), ys)
     return out
+
+
+UNREADABLE = {  # how an image file is damaged -> what the message says of it
+    "not-an-image": "not an image",
+    "truncated": "image file is truncated",
+    "fifo": "not a regular file but a named pipe",
+    "dangling-link": "No such file or directory",
+    "link-loop": "Too many levels of symbolic links",
+    "bomb": "too many pixels to decode safely",
+}
+
+
+def damage(path: Path, how: str) -> None:
+    """Make an image file unreadable in one of the ways a data folder can be."""
+    raw = path.read_bytes()
+    path.unlink()
+    if how == "not-an-image":
+        path.write_bytes(b"hello, not pixels")
+    elif how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "fifo":  # opening it would wait for a writer for ever
+        os.mkfifo(path)
+        unblock_later(path)
+    elif how == "dangling-link":
+        path.symlink_to(path.with_name("gone.png"))
+    elif how == "link-loop":
+        path.symlink_to(path.name)
+    else:
+        raise ValueError(how)
+
+
+def unblock_later(fifo: Path, after: float = 20) -> None:
+    """If a reader is stuck on the pipe (the bug the test is after), let it go after a while, so
+    that the test fails rather than hangs."""
+
+    def open_for_writing():
+        end = time.monotonic() + after + 30
+        time.sleep(after)
+        while time.monotonic() < end:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader (none stuck: the fix works), or the file is gone
+                time.sleep(1)
+
+    threading.Thread(target=open_for_writing, daemon=True).start()
 
 
 def make_archive(src: Path, archive: Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import make_archive, write_image_folder, write_python_version
+from fixtures import UNREADABLE, damage, make_archive, write_image_folder, write_python_version
 from PIL import Image
 
 from resnet_repro import data
@@ -165,15 +165,19 @@ def test_train_without_test_and_empty_folders(tmp_path):
         load10(tmp_path / "b")
 
 
-@pytest.mark.parametrize("damage", ["not-an-image", "truncated"])
-def test_an_unreadable_image_is_named(tmp_path, damage):
+@pytest.mark.parametrize("how", sorted(UNREADABLE))
+def test_an_unreadable_image_is_named(tmp_path, how, monkeypatch):
     write_image_folder(tmp_path, {"train": 2, "test": 1})
     bad = tmp_path / "train" / "cat" / "0001.png"
-    raw = bad.read_bytes()
-    bad.write_bytes(b"hello, not pixels" if damage == "not-an-image" else raw[: len(raw) // 2])
+    if how == "bomb":  # PIL refuses images of over twice this many pixels: 64x64, not 32x32
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)
+        Image.new("RGB", (64, 64)).save(bad)
+    else:
+        damage(bad, how)
     with pytest.raises(UserError) as e:
         load10(tmp_path)
-    assert "1 of the 20 files" in str(e.value) and str(bad) in str(e.value)
+    message = str(e.value)
+    assert "files in" in message and f"{bad} ({UNREADABLE[how]}" in message
 
 
 def test_an_image_of_another_size_is_named(tmp_path):

@@ -4,7 +4,8 @@ from itertools import islice
 
 import pytest
 import torch
-from fixtures import write_jpeg_folder
+from fixtures import UNREADABLE, damage, write_jpeg_folder
+from PIL import Image
 
 from resnet_repro.batches import Normalize
 from resnet_repro.data import class_count, load_dataset
@@ -106,19 +107,26 @@ def test_missing_val_folder(tmp_path):
         load(tmp_path)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_an_unreadable_image_is_named_when_read(tmp_path, workers):
+@pytest.mark.parametrize(
+    "how, workers",
+    [("truncated", 0), ("truncated", 1), ("fifo", 1), ("dangling-link", 0), ("bomb", 1)],
+)
+def test_an_unreadable_image_is_named_when_read(tmp_path, how, workers, monkeypatch):
     # Too many files to decode before training: the bad one is named when its batch is read,
-    # in a DataLoader worker or not.
+    # in a DataLoader worker or not; a named pipe does not hang the worker.
     root = write_jpeg_folder(tmp_path / "jpegs")
     bad = root / "val" / "class01" / "001.jpg"
-    bad.write_bytes(bad.read_bytes()[:200])
+    if how == "bomb":  # 2 x 1000 pixels at most; the others are 40 x 48
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+        Image.new("RGB", (64, 64)).save(bad)
+    else:
+        damage(bad, how)
     data = load(root, workers=workers)
     split = FolderEval(data, 4, NORMALIZE, CPU, World())
     with pytest.raises(UserError) as e:
         list(split)
     assert str(e.value).startswith(f"{bad} is not a readable image")
-    assert "Traceback" not in str(e.value)
+    assert UNREADABLE[how] in str(e.value) and "Traceback" not in str(e.value)
 
 
 def test_val_class_folders_must_match_train(tmp_path):
