@@ -147,40 +147,40 @@ def train_app(cfg: DictConfig) -> None:
 
 
 def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
-    """The exit code and the message of a run that stopped before its end."""
-    last = f"{run_dir}/checkpoints/{checkpoint.LAST}"
-    resume = f"run the same command with hydra.run.dir={run_dir} to resume"
+    """The exit code and the message of a run that stopped before its end; what it says of the
+    checkpoint is true of the file as it is now."""
+    last = run_dir / "checkpoints" / checkpoint.LAST
+    if last.exists():
+        kept = f"the last checkpoint, {last}, is intact"
+        then = f"run the same command with hydra.run.dir={run_dir} to resume from it"
+    else:
+        kept = "no checkpoint had been saved yet"
+        then = "run the same command to start it again"
     if isinstance(e, Interrupted):
         return (
             STOPPED,
-            f"stopped after iteration {e.iteration}; checkpoint saved in {last}: {resume}.",
+            f"stopped after iteration {e.iteration}; checkpoint saved in {last}: {then}.",
         )
-    if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: at once, without a checkpoint
-        return STOPPED, f"stopped at once (a second Ctrl-C); {last} is intact: {resume} from it."
+    if isinstance(e, KeyboardInterrupt):  # Ctrl-C before the stop signals were taken, or twice
+        return STOPPED, f"stopped at once (Ctrl-C); {kept}: {then}."
     if isinstance(e, Diverged):
-        kept = (
-            f"{last} is from before it, with finite weights"
-            if Path(last).exists()
-            else "no checkpoint had been saved yet"
-        )
         return FAULT, (
             f"{e}: the run diverged (too large an lr, or fp16 without loss scaling?). It stopped "
-            f"and saved nothing from that iteration on: {kept}. No summary.json was written."
+            f"and saved nothing from that iteration on; {kept}. No summary.json was written."
         )
     if isinstance(e, checkpoint.SaveFailed):
         return FAULT, (
-            f"the checkpoint {e.path} could not be written ({e.reason}); training stopped there. "
-            "The checkpoint before it is intact and no temporary file is left. Free space (or "
-            f"fix the disk), then {resume}."
+            f"the checkpoint {e.path} could not be written ({e.reason}); training stopped there "
+            f"and no temporary file is left; {kept}. Free space (or fix the disk), then {then}."
         )
     if isinstance(e, OSError):  # a full disk or an I/O error while writing the run's records
         return FAULT, (
-            f"{e.strerror or e} on {e.filename or run_dir}; training stopped. The last "
-            f"checkpoint, {last}, is intact: fix the cause, then {resume}."
+            f"{e.strerror or e} on {e.filename or run_dir}; training stopped; {kept}. Fix the "
+            f"cause, then {then}."
         )
     return FAULT, (  # a lost rank
         "lost contact with another rank (it was killed or failed; see its own output), so "
-        f"every rank stops. The last checkpoint, {last}, is intact: {resume}."
+        f"every rank stops; {kept}: {then}."
     )
 
 

@@ -14,6 +14,7 @@ import torch
 from conftest import RESUME, TINY, TRAIN, assert_same_end, metrics, run_cli
 
 from resnet_repro import checkpoint
+from resnet_repro.cli import ending
 
 pytestmark = pytest.mark.slow
 
@@ -212,3 +213,31 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     assert third.returncode == 130, err
     lines = [m["iteration"] for m in metrics(run_dir)]
     assert lines == sorted(set(lines))  # one writer at a time: no line twice, none interleaved
+
+
+@pytest.mark.parametrize("after", [0.3, 2.5])  # while torch imports; while the run is set up
+def test_ctrl_c_while_starting_ends_with_a_true_sentence(tmp_path, after):
+    proc = start(*TINY, "data.train_size=20000", f"hydra.run.dir={tmp_path / 'run'}")
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped" in err and "Traceback" not in err and "is intact" not in err
+
+
+def test_what_an_ending_says_of_the_checkpoint_is_true(tmp_path):
+    """A Ctrl-C before the first save, a lost rank or a disk error before it: no checkpoint is
+    said to be intact when there is none (before: "a second Ctrl-C; last.pt is intact")."""
+    faults = [KeyboardInterrupt(), RuntimeError("Connection reset by peer"), OSError(5, "I/O")]
+    for e in faults:
+        code, message = ending(e, tmp_path)
+        assert "no checkpoint had been saved yet" in message and "intact" not in message
+        assert "start it again" in message and code == (
+            130 if isinstance(e, KeyboardInterrupt) else 1
+        )
+    checkpoint.save_checkpoint(
+        tmp_path / "checkpoints", {"model": {}, "optimizer": {}, "iteration": 3}
+    )
+    for e in faults:
+        _, message = ending(e, tmp_path)
+        assert f"{tmp_path}/checkpoints/last.pt, is intact" in message and "resume" in message
