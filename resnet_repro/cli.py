@@ -65,6 +65,14 @@ OmegaConf.register_new_resolver(
 # stopped by a signal (Ctrl-C, SIGTERM, preemption) with a checkpoint saved: run the same
 # command to resume.
 DONE, FAULT, MISTAKE, STOPPED = 0, 1, 2, 130
+# Hydra's modes, of which a command line may give one
+MODES = {
+    "--run": ("--run", "-r"),
+    "--multirun": ("--multirun", "-m"),
+    "--cfg": ("--cfg", "-c"),
+    "--info": ("--info", "-i"),
+    "--shell-completion": ("--shell-completion", "-sc"),
+}
 
 
 def main() -> None:
@@ -86,10 +94,16 @@ def main() -> None:
                 "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
                 "on a SLURM login node, or drop hydra/launcher=slurm to run the sweep here."
             )
+    modes = [m for m in MODES if set(MODES[m]) & set(argv)]
+    if len(modes) > 1:  # Hydra would say so with a traceback
+        problem = (
+            f"{' and '.join(modes)} cannot be combined: give one of them (--cfg job prints the "
+            "config a run would use; -m runs a sweep)."
+        )
     try:
         check_overrides(argv)
     except UserError as e:
-        problem = str(e)
+        problem = problem or str(e)
     if problem:
         print(f"resnet-train: {problem}", file=sys.stderr)
         sys.exit(MISTAKE)

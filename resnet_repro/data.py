@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import UserError, check_keys
-from .files import atomic_save, printable
+from .files import atomic_save, printable, remove_stale_writes
 from .folders import class_folders, load_folder, open_rgb
 
 
@@ -148,6 +148,7 @@ def load_cifar(name: str, root: str, download: bool = True) -> ImageData:
     layout, path = source
     fingerprint = source_fingerprint(layout, path, spec)
     cache = cache_path(path, name)
+    remove_stale_writes(cache)
     tensors = read_cache(cache, fingerprint, spec)
     if tensors is None:
         reader = read_python_version if layout == "python" else read_image_folder

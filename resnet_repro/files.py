@@ -2,6 +2,7 @@ import fcntl
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import torch
@@ -32,11 +33,40 @@ def atomic_save(obj, path: Path) -> None:
     ranks of several nodes building one data cache) never write into each other's."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a Ctrl-C: no half file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_writes(path: Path, quiet_for: float = 60) -> None:
+    """Temporary files of atomic_save(path) that a killed process left (up to the size of the
+    file each): those whose process is gone from this machine and that have not grown for
+    quiet_for seconds. (The age keeps a file that another node is still writing, where the data
+    folder is shared.)"""
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        try:
+            pid = int(tmp.name[len(path.name) + 1 : -len(".tmp")])
+            idle = time.time() - tmp.stat().st_mtime
+        except (ValueError, OSError):
+            continue
+        if idle > quiet_for and not alive(pid):
+            tmp.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 class RunLock:

@@ -163,6 +163,7 @@ BAD = {
     "sync-bn-cpu": (["trainer.sync_bn=true", "trainer.device=cpu"], "needs CUDA GPUs"),
     "fp16-cpu": (["trainer.precision=fp16", "trainer.device=cpu"], "on a CPU use bf16"),
     "slurm-here": (["hydra/launcher=slurm"], "this machine has no sbatch"),
+    "cfg-and-multirun": (["--cfg", "job", "-m"], "--multirun and --cfg cannot be combined"),
     "compile-checkpointing": (
         ["trainer.compile=true", "model.checkpointing=true"],
         "cannot be combined with model.checkpointing",

@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,37 @@ def test_a_damaged_or_stale_cache_is_rebuilt(tmp_path, caplog):
     bad["tensors"]["train_labels"][0] = 99
     torch.save(bad, cache)
     check_same(load10(tmp_path), written)
+
+
+def test_writes_of_the_cache_cut_short_leave_nothing_for_good(tmp_path, monkeypatch):
+    """A cache write cut short leaves no temporary file (interrupted in the process), and one a
+    killed process left (up to 100 MB each) is removed by the next run once stale."""
+    write_python_version(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+
+    def interrupted(obj, f):
+        f.write(b"half a cache")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            load10(tmp_path)
+    assert list(folder.glob("*.tmp")) == []
+    dead = max_pid() + 1  # no process has this pid
+    left = folder / f".resnet_repro_cifar10.pt.{dead}.tmp"  # what a SIGKILL leaves
+    left.write_bytes(b"x" * 1000)
+    writing = folder / f".resnet_repro_cifar10.pt.{os.getppid()}.tmp"  # a live writer's
+    writing.write_bytes(b"y")
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    os.utime(writing, (old, old))
+    load10(tmp_path)
+    assert not left.exists() and writing.exists()
+
+
+def max_pid() -> int:
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
 
 
 def test_a_cache_that_cannot_be_written_anywhere_is_skipped(tmp_path, monkeypatch, caplog):
