@@ -18,7 +18,7 @@ from .data import class_count, load_dataset
 from .distributed import World
 from .engine import Diverged, Interrupted, Training, evaluate_all, train
 from .errors import UserError
-from .files import RunLock
+from .files import RunLock, note_before
 from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
 from .models import build_model, count_flops, count_parameters
 from .records import (
@@ -50,15 +50,24 @@ OmegaConf.register_new_resolver(
     lambda: staging_dir(Path()).name if distributed.world_from_env().is_main else None,
     replace=True,
 )
-# `${run_name:CLOCK,OVERRIDES}`: the run directory's name, the same again when a launcher restarts
-# the job (torchrun --max-restarts, a SLURM requeue), so that the restart resumes; cached, as
-# Hydra's `${now:}` is, so that every reading of hydra.run.dir agrees.
+# `${run_dir:FOLDER,CLOCK,OVERRIDES}`: FOLDER/the run's name, the same again when a launcher
+# restarts the job (torchrun --max-restarts, a SLURM requeue), so that the restart resumes;
+# what was there before is noted, so that a clean-up removes only what this process made.
+# Cached, as Hydra's `${now:}` is, so that every reading of hydra.run.dir agrees.
 OmegaConf.register_new_resolver(
-    "run_name",
-    lambda clock, overrides=None: distributed.run_name(clock, overrides),
-    use_cache=True,
-    replace=True,
+    "run_dir", lambda *args: noted(run_dir(*args)), use_cache=True, replace=True
 )
+
+
+def run_dir(folder: str, clock: str, overrides: str | None = None) -> str:
+    return f"{folder}/{distributed.run_name(clock, overrides)}"
+
+
+def noted(path: str) -> str:
+    note_before(path)
+    return path
+
+
 # How a run ends (documented in the README): 0 done, or finished before; 1 stopped by a fault
 # (a loss that is not finite, a checkpoint that could not be written, a rank that was lost);
 # 2 a mistake in the settings, the data or the run directory, found before training; 130
@@ -94,6 +103,10 @@ def main() -> None:
                 "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
                 "on a SLURM login node, or drop hydra/launcher=slurm to run the sweep here."
             )
+    for arg in argv:  # a directory given on the command line may be the user's already
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value:
+            note_before(value)
     modes = [m for m in MODES if set(MODES[m]) & set(argv)]
     if len(modes) > 1:  # Hydra would say so with a traceback
         problem = (

@@ -13,6 +13,33 @@ def printable(path) -> str:
     return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# What was there before this process made anything (note_before): for each run or sweep
+# directory, its deepest folder that existed then, and the names that folder held. Clean-up
+# removes only what was not there.
+BEFORE: dict[Path, frozenset] = {}
+
+
+def note_before(path) -> None:
+    """Called with a run or sweep directory before Hydra makes it. The first note of a place is
+    the one that counts (a second, after Hydra made the folder, is not "before")."""
+    here = Path(path).expanduser().resolve()
+    if any(p in BEFORE for p in (here, *here.parents)):
+        return
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    BEFORE[here] = frozenset(os.listdir(here)) if here.is_dir() else frozenset()
+
+
+def made_here(path: Path) -> bool:
+    """Whether this process created path (noted: what held it did not hold it before). Unknown
+    is no: a folder nobody noted may be the user's."""
+    path = path.expanduser().resolve()
+    for noted in (path, *path.parents):
+        if noted in BEFORE:
+            return noted != path and path.relative_to(noted).parts[0] not in BEFORE[noted]
+    return False
+
+
 def unreadable(path) -> str | None:
     """Why a data file cannot be read, or None. Only regular files are read: opening a named
     pipe (or a device) waits for a writer that may never come, and the run would hang."""

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .files import RunLock
+from .files import BEFORE, RunLock, made_here
 
 log = logging.getLogger("resnet_repro")
 
@@ -207,8 +207,9 @@ def untouched(name: str) -> bool:
 def remove_if_untouched(run_dir: Path) -> None:
     """A run stopped by a user mistake leaves nothing behind: Hydra has already made its run
     directory with the log and the staged .hydra/; remove them unless the run directory holds
-    more, or another process is using it. In a run directory that holds more, only this
-    process's staged files go."""
+    more, or another process is using it. Only what this process created goes: in a folder
+    that was there before (files.BEFORE), just the files it added; otherwise, this process's
+    staged files alone."""
     shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
     if Path.cwd().resolve().is_relative_to(run_dir.resolve()) or not run_dir.is_dir():
         return
@@ -217,16 +218,24 @@ def remove_if_untouched(run_dir: Path) -> None:
     except RunLock.Busy:
         return
     try:
-        if all(untouched(p.name) for p in run_dir.iterdir()):
-            shutil.rmtree(run_dir, ignore_errors=True)
-            remove_empty_parents(run_dir)
+        if made_here(run_dir):
+            if all(untouched(p.name) for p in run_dir.iterdir()):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                remove_empty_parents(run_dir)
+        else:
+            before = BEFORE.get(run_dir.expanduser().resolve(), frozenset())
+            for name in {".lock", "train.log"} - before:  # what Hydra and the lock added
+                (run_dir / name).unlink(missing_ok=True)
     finally:
         lock.release()
 
 
 def remove_if_empty(run_dir: Path) -> None:
     """The directory Hydra made for a rank other than 0 (empty: conf/config.yaml writes
-    nothing there); rank 0's, which Hydra fills at once, is never empty."""
+    nothing there); rank 0's, which Hydra fills at once, is never empty. A folder that was
+    there before stays."""
+    if not made_here(run_dir):
+        return
     try:
         run_dir.rmdir()
     except OSError:
@@ -239,7 +248,7 @@ def remove_empty_parents(run_dir: Path) -> None:
     if empty; never the working directory or a folder outside it."""
     cwd = Path.cwd().resolve()
     for parent in list(run_dir.resolve().parents)[:2]:
-        if parent == cwd or not parent.is_relative_to(cwd):
+        if parent == cwd or not parent.is_relative_to(cwd) or not made_here(parent):
             break
         # A sweep stopped at its first run by a mistake holds only Hydra's multirun.yaml.
         if parent.is_dir() and {p.name for p in parent.iterdir()} == {"multirun.yaml"}:

@@ -204,6 +204,22 @@ def test_printing_a_config_works_anywhere_and_takes_a_users_own_files(tmp_path):
     assert "depth: 110" in r.stdout and "weight_decay: 0.0005" in r.stdout
 
 
+def test_a_mistake_never_removes_what_was_there_before(tmp_path):
+    """Before: the user's own folder (mylogs/.hydra, mylogs/train.log) was deleted with the run
+    directory Hydra "made". Now only what this process created goes."""
+    mine = tmp_path / "mylogs"
+    (mine / ".hydra").mkdir(parents=True)
+    (mine / "train.log").write_text("notes\n")
+    r = run_cli(*TINY, "data.batch_size=0", "hydra.run.dir=mylogs", cwd=tmp_path)
+    assert r.returncode == 2 and "data.batch_size=0" in r.stderr
+    assert (mine / "train.log").read_text() == "notes\n" and (mine / ".hydra").is_dir()
+    assert sorted(p.name for p in mine.iterdir()) == [".hydra", "train.log"]
+    # a folder made by the run, below one of the user's, goes; the user's stays
+    (tmp_path / "runs").mkdir()
+    r = run_cli(*TINY, "data.batch_size=0", "hydra.run.dir=runs/a/b", cwd=tmp_path)
+    assert r.returncode == 2 and list((tmp_path / "runs").iterdir()) == []
+
+
 def test_multirun_sweep(tmp_path):
     # A sweep over two axes: depth, and [R2] table 1's shortcut variants.
     r = run_cli(
