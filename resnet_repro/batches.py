@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import ALONE, World
-from .sampling import EpochPlan, shard
+from .sampling import EpochPlan, common_batches, shard
 
 PAD = 4
 
@@ -119,6 +119,7 @@ class EvalBatches:
         world: World = ALONE,
     ):
         part = shard(len(labels), world)
+        self.common_batches = common_batches(len(labels), batch_size, world)  # engine.evaluate
         self.images = images[part.start : part.stop].to(device)
         self.labels = labels[part.start : part.stop].to(device)
         self.batch_size, self.normalize = batch_size, normalize

@@ -228,9 +228,25 @@ def restore(ckpt: dict, model, optimizer, scaler, world, device: torch.device) -
     return ckpt["iteration"]
 
 
+def longer_schedule(saved: dict, current: dict) -> bool:
+    """The same schedule, but more iterations."""
+    more = current.get("iterations", 0) > saved.get("iterations", 0)
+    return more and {**saved, "iterations": current["iterations"]} == current
+
+
 def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> None:
     """A run directory resumes only the experiment it was started with."""
     saved, current = (json.loads(json.dumps(c)) for c in (saved, current))  # tuples as lists
+    if saved is not None and "data_fingerprint" not in saved:  # written by an earlier version
+        current.pop("data_fingerprint", None)
+    if saved and longer_schedule(saved.get("schedule") or {}, current.get("schedule") or {}):
+        # A longer run of the same schedule: its milestones are absolute, so what was trained
+        # is what the longer run trains up to there.
+        log.info(
+            f"{run_dir}: extending the run from {saved['schedule']['iterations']} to "
+            f"{current['schedule']['iterations']} iterations."
+        )
+        saved = {**saved, "schedule": current["schedule"]}
     if saved == current:
         return
     diffs = [
@@ -242,8 +258,10 @@ def check_same_experiment(saved: dict | None, current: dict, run_dir: Path) -> N
     ]
     if saved and saved.get("seed") != current["seed"]:
         diffs.append(f"trainer.seed: {saved.get('seed')} in the checkpoint, {current['seed']} now")
+    if saved and saved.get("data_fingerprint") != current.get("data_fingerprint"):
+        diffs.append("the data: data.root holds other images than the run was trained on")
     raise UserError(
         f"{run_dir} holds a checkpoint of a different experiment ({'; '.join(diffs) or 'unknown'})"
-        ". Re-run with the settings it was started with to resume it, or choose a new run "
-        "directory (hydra.run.dir=...)."
+        ". Re-run with the settings it was started with (a longer schedule.iterations may extend "
+        "it), or choose a new run directory (hydra.run.dir=...)."
     )

@@ -74,6 +74,7 @@ def noted(path: str) -> str:
 # stopped by a signal (Ctrl-C, SIGTERM, preemption) with a checkpoint saved: run the same
 # command to resume.
 DONE, FAULT, MISTAKE, STOPPED = 0, 1, 2, 130
+GROUPS = ("model", "data", "optim", "schedule")  # what a run trains, as config groups
 # Hydra's modes, of which a command line may give one
 MODES = {
     "--run": ("--run", "-r"),
@@ -130,6 +131,12 @@ def train_app(cfg: DictConfig) -> None:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 alone logs; others only warn
     hydra_dir = run_dir = Path(HydraConfig.get().runtime.output_dir)
     started, lock = False, None
+    # Stop signals are taken from here on: one during start-up stops the run before its first
+    # step (a preempted job's SIGTERM must not kill it mid-write, nor be lost).
+    try:
+        stop = runtime.StopFlag(stop_signals(cfg.trainer.stop_signals))
+    except UserError:  # reported with the other settings below
+        stop = runtime.StopFlag()
     code, message = DONE, None
     try:
         # Everything a user can get wrong in the config is checked before anything is written.
@@ -142,7 +149,7 @@ def train_app(cfg: DictConfig) -> None:
         run_dir = Path(world.broadcast_object(str(hydra_dir)))
         with world.main_first():  # rank 0 locks the run directory; its refusal stops all
             lock = lock_run_dir(run_dir) if world.is_main else None
-        run(cfg, settings, device, world, run_dir)
+        run(cfg, settings, device, world, run_dir, stop)
     except UserError as e:
         if world.is_main:
             if lock is not None:  # remove_if_untouched takes it itself
@@ -159,6 +166,7 @@ def train_app(cfg: DictConfig) -> None:
             raise
         code, message = ending(e, run_dir)
     finally:
+        stop.restore()
         if world.is_main:  # staged .hydra/ files not committed (a finished run, an error)
             shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
         if lock is not None:
@@ -183,6 +191,8 @@ def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
     else:
         kept = "no checkpoint had been saved yet"
         then = "run the same command to start it again"
+    if isinstance(e, Interrupted) and not last.exists():
+        return STOPPED, f"stopped before training started; nothing was trained: {then}."
     if isinstance(e, Interrupted):
         return (
             STOPPED,
@@ -223,17 +233,26 @@ def lock_run_dir(run_dir: Path) -> RunLock:
         ) from None
 
 
-def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_dir: Path) -> None:
+def run(
+    cfg: DictConfig,
+    s: Settings,
+    device: torch.device,
+    world: World,
+    run_dir: Path,
+    stop: runtime.StopFlag,
+) -> None:
     tr = cfg.trainer
     runtime.configure(device, tr.threads)
     precision = runtime.choose_precision(device, tr.precision)
     model, data, batches, eval_sets, schedule = build(cfg, s, device, world)
-    identity = experiment_identity(cfg, schedule)
+    identity = experiment_identity(cfg, schedule, data)
     ckpt_dir = run_dir / "checkpoints"
     # Rank 0 reads the checkpoint and hands it on: the other ranks (other nodes) need not see
     # the run directory, and all agree on whether there is anything left to do.
     ckpt = world.share_from_main(lambda: resume_point(ckpt_dir, identity, schedule.iterations))
     if ckpt == "finished":
+        if world.is_main:  # what it trained is the checkpoint's: an edit of config.yaml goes
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info(
             f"{run_dir} finished all {schedule.iterations} iterations already; see "
             f"{run_dir}/summary.json"
@@ -260,6 +279,8 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         "world_size": world.size,
         "launcher": world.launcher,
         "hardware": runtime.hardware(device),
+        # the groups as trained: the figure and table scripts trust these over config.yaml
+        "settings": {g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS},
     }
     if world.is_main:  # the settings are accepted: the run directory describes them now
         commit_hydra_files(run_dir)
@@ -268,10 +289,10 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
     announce(facts, world, run_dir, start)
     wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, pending: dict | None = None) -> None:
         """One file for the whole run, written by rank 0: the bare model's state (torchvision's
-        names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first. A failed
-        write stops every rank."""
+        names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first, and a
+        record whose evaluation a stop cut short. A failed write stops every rank."""
         rng = world.gather_objects(checkpoint.rng_state(device))  # every rank takes part
         failed = None
         if world.is_main:
@@ -284,6 +305,7 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
                 "wall_time": wall_before + time.time() - t0,
                 "rng": rng[0],
                 "rng_ranks": rng,
+                "pending_record": pending,
             }
             try:
                 checkpoint.save_checkpoint(ckpt_dir, state)
@@ -294,7 +316,6 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
             raise failed
 
     autocast = runtime.autocast(device, precision)
-    stop = runtime.StopFlag(stop_signals(tr.stop_signals))
     record = RunRecord(run_dir, start, schedule.iterations) if world.is_main else NullRecord()
     training = Training(
         model=model,
@@ -313,6 +334,7 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         log_every=tr.log_every,
         eval_every=tr.eval_every,
         ckpt_every=tr.ckpt_every,
+        pending=(ckpt or {}).get("pending_record"),
     )
     try:
         last = train(training, start)
@@ -320,7 +342,6 @@ def run(cfg: DictConfig, s: Settings, device: torch.device, world: World, run_di
         stop.forward()  # after the checkpoint: submitit's handler requeues the job
         raise
     finally:
-        stop.restore()
         record.close()
     if not any(f"{name}_error" in last for name in eval_sets):  # finished, summary unwritten
         last |= evaluate_all(model, eval_sets, autocast, world)
@@ -403,14 +424,16 @@ def batch_sources(cfg: DictConfig, data, device: torch.device, world: World, mem
     }
 
 
-def experiment_identity(cfg: DictConfig, schedule: StepSchedule) -> dict:
-    """What must not change between a run and its resumption (data.root may move)."""
+def experiment_identity(cfg: DictConfig, schedule: StepSchedule, data) -> dict:
+    """What must not change between a run and its resumption: data.root may move, but the
+    data it holds must be the same (two sweeps of one second shared a folder)."""
     return {
         "model": what_it_trains("model", OmegaConf.to_container(cfg.model)),
         "data": what_it_trains("data", OmegaConf.to_container(cfg.data)),
         "optim": OmegaConf.to_container(cfg.optim),
         "schedule": vars(schedule),
         "seed": cfg.trainer.seed,
+        "data_fingerprint": data.fingerprint(),
     }
 
 

@@ -75,6 +75,19 @@ class ImageData:
     val_images: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
 
+    def fingerprint(self) -> str:
+        """What tells one data set from another, cheaply (labels, shapes, the first images);
+        not where it is: a copy moved elsewhere is the same data."""
+        h = hashlib.blake2b(digest_size=8)
+        for t in (
+            self.train_labels,
+            self.test_labels,
+            self.train_images[:64],
+            self.test_images[:64],
+        ):
+            h.update(f"{tuple(t.shape)}".encode() + t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     @property
     def image_size(self) -> int:
         return self.train_images.shape[-1]

@@ -26,6 +26,10 @@ class Interrupted(Exception):
         self.iteration = iteration
 
 
+class EvaluationStopped(Exception):
+    """A stop was asked for during an evaluation, which was left unfinished."""
+
+
 class Diverged(Exception):
     """The training loss (or the weights) stopped being finite at `iteration`; no checkpoint was
     saved from then on."""
@@ -57,17 +61,23 @@ class Training:
     batches: Batches
     eval_sets: dict[str, Iterable]  # "val"/"test" -> its batches, in order
     record: RunRecord | NullRecord  # NullRecord off rank 0
-    save: Callable[[int], None]  # writes the checkpoint of an iteration
+    save: Callable[..., None]  # save(iteration, pending=record): writes its checkpoint
     stop_requested: Callable[[], bool]
     log_every: int
     eval_every: int
     ckpt_every: int
+    pending: dict | None = None  # a record whose evaluation a stop cut short: done first
 
 
 def train(t: Training, start: int) -> dict:
     """Train from iteration `start` to the end of the schedule; return the last record."""
     total, last = t.schedule.iterations, {}
     window, asked = Window(), None  # asked: this rank's stop request, being agreed
+    if t.world.any(t.stop_requested()):  # asked while the run started: nothing more to save
+        raise Interrupted(start)
+    if t.pending:  # the evaluation a stop cut short
+        last = evaluated(t, window, t.pending)
+        t.record.write(last)
     stream = t.batches.iterate(start)
     t.model.train()
     for it in range(start + 1, total + 1):  # `it` counts iterations done, as [R1] does
@@ -94,7 +104,7 @@ def train(t: Training, start: int) -> dict:
             if not math.isfinite(last["train_loss"]):  # the same reduced value on every rank
                 raise Diverged(t.world.smallest(int(first_bad) or it))
             if evaluating:
-                last |= evaluate_all(t.model, t.eval_sets, t.autocast, t.world)
+                last = evaluated(t, window, last)
                 window.restart_clock()  # images/s counts training only
             t.record.write(last)
 
@@ -111,6 +121,18 @@ def train(t: Training, start: int) -> dict:
         if stopping:
             raise Interrupted(it)
     return last
+
+
+def evaluated(t: Training, window: "Window", record: dict) -> dict:
+    """The record with the evaluation of its iteration. A stop during the evaluation (it can take
+    minutes, where preemption leaves seconds) is honoured at the next batch: the checkpoint of
+    the iteration is saved with the record, and the evaluation is done when the run resumes."""
+    try:
+        return record | evaluate_all(t.model, t.eval_sets, t.autocast, t.world, t.stop_requested)
+    except EvaluationStopped:
+        check_finite(t, window, record["iteration"])
+        t.save(record["iteration"], pending=record)
+        raise Interrupted(record["iteration"]) from None
 
 
 def check_finite(t: Training, window: "Window", it: int) -> None:
@@ -144,16 +166,18 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
     return loss.detach(), logits.detach()
 
 
-def evaluate_all(model: nn.Module, eval_sets: dict, autocast, world: World) -> dict:
+def evaluate_all(model: nn.Module, eval_sets: dict, autocast, world: World, stop=None) -> dict:
     world.sync_buffers(model)  # rank 0's BatchNorm statistics, as saved in the checkpoint
     out = {}
     for name, split in eval_sets.items():
-        out |= evaluate(model, split, autocast, prefix=name, world=world)
+        out |= evaluate(model, split, autocast, prefix=name, world=world, stop=stop)
     return out
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str, world=ALONE) -> dict:
+def evaluate(
+    model: nn.Module, batches: Iterable, autocast, prefix: str, world=ALONE, stop=None
+) -> dict:
     """Loss and top-1 error (%) over a split; top-5 error too when there are over 10 classes
     (ImageNet, CIFAR-100). A 5-D batch holds several crops of each image ([R1]'s 10-crop
     testing): their softmax outputs are averaged. Each rank evaluates its shard; the sums are
@@ -163,7 +187,13 @@ def evaluate(model: nn.Module, batches: Iterable, autocast, prefix: str, world=A
     # whose shard is empty.
     device = next(model.parameters(), torch.empty(0)).device
     loss_sum, wrong, wrong5, n, classes = 0.0, 0, 0, 0, 0
-    for x, y in batches:
+    # stop(): asked to stop? Agreed before each of the batches every rank's shard has (a
+    # blocking all-reduce, small beside a batch of a thousand images); then EvaluationStopped.
+    agree_for = getattr(batches, "common_batches", 0) if stop else 0
+    for i, (x, y) in enumerate(batches):
+        if i < agree_for and world.any(stop()):
+            model.train()
+            raise EvaluationStopped
         with autocast:
             logits = model(x.flatten(0, 1) if x.dim() == 5 else x).float()
         if x.dim() == 5:

@@ -6,6 +6,8 @@ and each rank's share of it come from the plan of sampling.py, so a resumed run 
 batches; the random crops come from the workers' own generators and are not repeated exactly.
 """
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from .batches import Normalize
 from .errors import UserError
 from .files import printable, unreadable
-from .sampling import EpochPlan, shard
+from .sampling import EpochPlan, common_batches, shard
 
 # torchvision's ImageNet statistics, on the 0-255 scale; used for every image folder.
 MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
@@ -30,6 +32,16 @@ class FolderData:
     num_classes: int
     image_size: int
     workers: int
+
+    def fingerprint(self) -> str:
+        """What tells one image folder from another, cheaply: its classes, its file counts and
+        every 1000th file name below its root (not the root: a moved copy is the same data)."""
+        h = hashlib.blake2b(digest_size=8)
+        for split in (self.train, self.val):
+            h.update(f"{split.classes}|{len(split.samples)}".encode())
+            for path, label in split.samples[::1000]:
+                h.update(os.fsencode(os.path.relpath(path, split.root)) + bytes([label % 256]))
+        return h.hexdigest()
 
 
 def class_folders(root: Path) -> list[str]:
@@ -176,6 +188,7 @@ class FolderEval:
 
     def __init__(self, data: FolderData, batch_size: int, normalize: Normalize, device, world):
         part = Subset(data.val, shard(len(data.val), world))
+        self.common_batches = common_batches(len(data.val), batch_size, world)  # engine.evaluate
         self.loader = loader(part, data.workers, device, batch_size=batch_size)
         self.normalize, self.device = normalize, device
 

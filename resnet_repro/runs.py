@@ -7,6 +7,7 @@ Runs that differ only in their seed form one group: one line of a figure, one ro
 
 import json
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,17 @@ def read_run(path: Path) -> Run:
         raise UserError(
             f"{path} is not a readable resnet-train run directory ({e}); leave it out."
         ) from None
+    trained = (summary or {}).get("settings", {})
+    changed = sorted(
+        g for g in trained if what_it_trains(g, trained[g]) != what_it_trains(g, config.get(g, {}))
+    )
+    if changed:  # config.yaml edited after the run: what it trained is what its summary says
+        print(
+            f"note: {path}/config.yaml differs from what the run trained ({', '.join(changed)}; "
+            "summary.json); the summary's settings are used.",
+            file=sys.stderr,
+        )
+    config |= trained
     return Run(path, config, metrics, summary)
 
 

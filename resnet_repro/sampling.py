@@ -56,6 +56,11 @@ class EpochPlan:
         return lo, lo + base + (r < extra)
 
 
+def common_batches(n: int, batch_size: int, world: World) -> int:
+    """How many evaluation batches every rank's shard of n images has (the smallest shard's)."""
+    return -(-(n // world.size) // batch_size)
+
+
 def shard(n: int, world: World) -> range:
     """This rank's contiguous part of an evaluation split: every image counted exactly once."""
     base, extra = divmod(n, world.size)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import RESUME, TINY, TINY_MODEL, TRAIN, run_cli
 from fixtures import write_jpeg_folder
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +219,41 @@ def test_a_mistake_never_removes_what_was_there_before(tmp_path):
     (tmp_path / "runs").mkdir()
     r = run_cli(*TINY, "data.batch_size=0", "hydra.run.dir=runs/a/b", cwd=tmp_path)
     assert r.returncode == 2 and list((tmp_path / "runs").iterdir()) == []
+
+
+def test_what_a_run_was_is_what_its_checkpoint_and_summary_say(tmp_path):
+    from fixtures import write_image_folder
+
+    from resnet_repro.runs import read_run
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_image_folder(a, {"train": 2, "test": 1})
+    write_image_folder(b, {"train": 2, "test": 1})
+    Image.new("RGB", (32, 32), "white").save(b / "train" / "airplane" / "0000.png")
+    run_dir = tmp_path / "run"
+    args = [*TINY_MODEL, "data.batch_size=10", "data.download=false", f"hydra.run.dir={run_dir}"]
+    assert run_cli(*args, f"data.root={a}", "schedule.iterations=4").returncode == 0
+
+    # config.yaml edited after the run: the rerun says finished and restores it; the figure
+    # and table scripts take the summary's settings over an edited one
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("depth: 8", "depth: 14"))
+    r = run_cli(*args, f"data.root={a}", "schedule.iterations=4")
+    assert r.returncode == 0 and "finished all 4 iterations already" in r.stdout
+    assert "depth: 8" in config.read_text()
+    config.write_text(config.read_text().replace("depth: 8", "depth: 14"))
+    assert read_run(run_dir).model["depth"] == 8
+
+    # other images at data.root (a second sweep of the same second, another data set): not
+    # this command's finished run
+    r = run_cli(*args, f"data.root={b}", "schedule.iterations=4")
+    assert r.returncode == 2 and "data.root holds other images" in r.stderr
+
+    # a longer schedule of the same run extends it
+    r = run_cli(*args, f"data.root={a}", "schedule.iterations=6")
+    assert r.returncode == 0 and "extending the run from 4 to 6 iterations" in r.stdout
+    assert "resuming from iteration 4" in r.stdout
+    assert json.loads((run_dir / "summary.json").read_text())["iteration"] == 6
 
 
 def test_multirun_sweep(tmp_path):

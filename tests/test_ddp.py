@@ -249,7 +249,7 @@ def test_srun_tasks_train_together_and_stop_together(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert 0 < ckpt["iteration"] < 400 and len(ckpt["rng_ranks"]) == 2
 
-    tasks = srun_like([*args, "schedule.iterations=420", f"hydra.run.dir={run_dir}"], 1)
+    tasks = srun_like([*args, "schedule.gamma=0.5", f"hydra.run.dir={run_dir}"], 1)
     outs = [t.communicate(timeout=300) for t in tasks]
     assert [t.returncode for t in tasks] == [2, 2]  # a changed schedule: refused on every rank
     assert "different experiment" in outs[0][1]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import RESUME, TINY, TRAIN, assert_same_end, metrics, run_cli
+from conftest import RESUME, TINY, TORCHRUN, TRAIN, assert_same_end, launch, metrics, run_cli
 
 from resnet_repro import checkpoint
 from resnet_repro.cli import ending
@@ -241,3 +241,70 @@ def test_what_an_ending_says_of_the_checkpoint_is_true(tmp_path):
     for e in faults:
         _, message = ending(e, tmp_path)
         assert f"{tmp_path}/checkpoints/last.pt, is intact" in message and "resume" in message
+
+
+# A run whose evaluation is slow (6000 test images one at a time) while its steps are fast: a
+# stop sent during the evaluation at iteration 10. The resumed run evaluates in batches of 1000
+# (trainer settings may change on resumption), so it is quick.
+SLOW_EVAL = [
+    *TINY,
+    "data.test_size=6000",
+    "schedule.iterations=12",
+    "trainer.log_every=5",
+    "trainer.eval_every=10",
+    "trainer.ckpt_every=10",
+]
+
+
+def stop_during_evaluation(cmd: list[str], run_dir, sig=signal.SIGTERM) -> tuple[str, float]:
+    """Start cmd, send sig once it trains past iteration 5 (in the evaluation at 10, which takes
+    10 s or more), and return its output and how long it took to end after the signal."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if "it 5 |" in line:
+            break
+    time.sleep(1.5)  # iterations 6-10 take a few hundredths of a second
+    assert proc.poll() is None and not (run_dir / "checkpoints" / "last.pt").exists()
+    proc.send_signal(sig)
+    sent = time.monotonic()
+    rest, _ = proc.communicate(timeout=120)
+    return "".join(out) + rest, time.monotonic() - sent
+
+
+def assert_resumes_with_the_evaluation(run_dir, *resume) -> None:
+    ckpt = checkpoint.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["iteration"] == 10 and ckpt["pending_record"]["iteration"] == 10
+    assert "test_error" not in ckpt["pending_record"]
+    r = resume[0](*SLOW_EVAL, "trainer.eval_batch_size=1000", f"hydra.run.dir={run_dir}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = metrics(run_dir)
+    assert [m["iteration"] for m in records] == [5, 10, 12]
+    assert "test_error" in records[1] and "test_error" in records[2]
+
+
+def test_a_stop_during_evaluation_saves_at_once_and_the_resumed_run_evaluates(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [*TRAIN, *SLOW_EVAL, "trainer.eval_batch_size=1", f"hydra.run.dir={run_dir}"]
+    out, took = stop_during_evaluation(cmd, run_dir)
+    assert "stopped after iteration 10" in out and "Traceback" not in out
+    assert took < 8, out  # before: the whole evaluation first (here 10-20 s; ImageNet: minutes)
+    assert_resumes_with_the_evaluation(run_dir, run_cli)
+
+
+def test_under_torchrun_a_stop_during_evaluation_saves_before_the_agent_gives_up(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [*TORCHRUN, "--standalone", *TRAIN, *SLOW_EVAL, "trainer.eval_batch_size=1"]
+    out, took = stop_during_evaluation([*cmd, f"hydra.run.dir={run_dir}"], run_dir)
+    assert "stopped after iteration 10" in out and "forcefully exiting via 9" not in out
+    assert took < 15, out  # torchrun's agent waits 30 s for its workers, then kills them
+    assert_resumes_with_the_evaluation(run_dir, launch)
