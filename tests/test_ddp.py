@@ -235,12 +235,19 @@ def test_a_requeued_slurm_job_resumes_its_run(two_ranks, tmp_path):
         assert torch.equal(value, b["model"][key]), key
 
 
+def trained_a_while(run_dir: Path) -> bool:
+    """The first record is written: training is under way (metrics.jsonl itself is made before
+    the first step, and a stop before it is honoured before training)."""
+    path = run_dir / "metrics.jsonl"
+    return path.exists() and bool(path.read_text().strip())
+
+
 def test_srun_tasks_train_together_and_stop_together(tmp_path):
     # SIGTERM reaches rank 1 only: both ranks stop at the same iteration, rank 0 saves.
     run_dir = tmp_path / "run"
     args = [*TINY, "schedule.iterations=400", "trainer.ckpt_every=1000", "trainer.log_every=10"]
     tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=os.getpid())
-    while not (run_dir / "metrics.jsonl").exists() and tasks[0].poll() is None:
+    while not trained_a_while(run_dir) and tasks[0].poll() is None:  # not a stop at start-up
         time.sleep(0.02)
     tasks[1].send_signal(signal.SIGTERM)
     outs = [t.communicate(timeout=120) for t in tasks]
