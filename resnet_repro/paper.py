@@ -25,8 +25,8 @@ class Table:
 
 
 def cifar_net(
-    depth: int,
-    data: str = "cifar10",
+    depth: int | None,
+    data: str | None = "cifar10",
     shortcut: str | None = None,
     activation: str = "original",
     variant: str = "identity",
@@ -34,15 +34,16 @@ def cifar_net(
     gate_bias: tuple[float, float] | None = None,
 ) -> Callable[[dict], bool]:
     """A test for the CIFAR net of `depth` with these unit settings (the rest at the papers'
-    defaults). shortcut None: the depth's usual one (A for basic units, B for bottleneck)."""
+    defaults). depth or data None: any depth or data set. shortcut None: the depth's usual one
+    (A for basic units, B for bottleneck)."""
 
     def match(c: dict) -> bool:
         m = c["model"]
         usual = "A" if m["block"] == "basic" else "B"
         ok = (
-            c["data"]["name"] == data
+            data in (None, c["data"]["name"])
             and m["arch"] == "cifar"
-            and m["depth"] == depth
+            and depth in (None, m["depth"])
             and m["shortcut"] == (shortcut or usual)
             and m["activation"] == activation
             and m.get("shortcut_variant", "identity") == variant
@@ -71,40 +72,31 @@ R1_TABLE6 = Table(
     ),
 )
 
+
+def r2_table1_rows(depth: int | None, data: str | None = "cifar10") -> tuple[Row, ...]:
+    """[R2] table 1's cases on a CIFAR net of `depth` (depth and data None: on any, for
+    experiments that run the shortcut types on a shallower net, as shortcuts_cpu does)."""
+    return (
+        Row("original (identity)", cifar_net(depth, data), 6.61),
+        Row("constant scaling 0.5 / 1", cifar_net(depth, data, scales=(0.5, 1.0)), FAIL),
+        Row("constant scaling 0.5 / 0.5", cifar_net(depth, data, scales=(0.5, 0.5)), 12.35),
+        *(
+            Row(f"{kind} gating, b_g {name}", cifar_net(depth, data, variant=v, gate_bias=b), e)
+            for kind, v, name, b, e in (
+                ("exclusive", "exclusive_gating", "0 to -5", (-5, 0), FAIL),
+                ("exclusive", "exclusive_gating", "-6", (-6, -6), 8.70),
+                ("exclusive", "exclusive_gating", "-7", (-7, -7), 9.81),
+                ("shortcut-only", "shortcut_gating", "0", (0, 0), 12.86),
+                ("shortcut-only", "shortcut_gating", "-6", (-6, -6), 6.91),
+            )
+        ),
+        Row("1x1 conv shortcut", cifar_net(depth, data, variant="conv1x1"), 12.22),
+        Row("dropout 0.5 shortcut", cifar_net(depth, data, variant="dropout"), FAIL),
+    )
+
+
 R2_TABLE1 = Table(
-    "[R2] table 1: shortcut types on ResNet-110, CIFAR-10 test error (%)",
-    (
-        Row("original (identity)", cifar_net(110), 6.61),
-        Row("constant scaling 0.5 / 1", cifar_net(110, scales=(0.5, 1.0)), FAIL),
-        Row("constant scaling 0.5 / 0.5", cifar_net(110, scales=(0.5, 0.5)), 12.35),
-        Row(
-            "exclusive gating, b_g 0 to -5",
-            cifar_net(110, variant="exclusive_gating", gate_bias=(-5, 0)),
-            FAIL,
-        ),
-        Row(
-            "exclusive gating, b_g -6",
-            cifar_net(110, variant="exclusive_gating", gate_bias=(-6, -6)),
-            8.70,
-        ),
-        Row(
-            "exclusive gating, b_g -7",
-            cifar_net(110, variant="exclusive_gating", gate_bias=(-7, -7)),
-            9.81,
-        ),
-        Row(
-            "shortcut-only gating, b_g 0",
-            cifar_net(110, variant="shortcut_gating", gate_bias=(0, 0)),
-            12.86,
-        ),
-        Row(
-            "shortcut-only gating, b_g -6",
-            cifar_net(110, variant="shortcut_gating", gate_bias=(-6, -6)),
-            6.91,
-        ),
-        Row("1x1 conv shortcut", cifar_net(110, variant="conv1x1"), 12.22),
-        Row("dropout 0.5 shortcut", cifar_net(110, variant="dropout"), FAIL),
-    ),
+    "[R2] table 1: shortcut types on ResNet-110, CIFAR-10 test error (%)", r2_table1_rows(110)
 )
 
 R2_TABLE2_NUMBERS = {  # activation: (ResNet-110, ResNet-164)

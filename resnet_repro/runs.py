@@ -5,6 +5,7 @@ and, once the run has finished, summary.json. Nothing else is read (not TensorBo
 Runs that differ only in their seed form one group: one line of a figure, one row of a table.
 """
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 
 from .errors import UserError
 from .records import read_metrics
+from .units import UnitOptions
 
 # The metric names of metrics.jsonl and summary.json that the figures and tables use.
 TRAIN_ERROR, TRAIN_LOSS, TEST_ERROR = "train_error", "train_loss", "test_error"
@@ -27,6 +29,13 @@ def what_it_trains(group: str, values: dict) -> dict:
     """A config group without the keys of NOT_THE_EXPERIMENT."""
     return {k: v for k, v in values.items() if k not in NOT_THE_EXPERIMENT.get(group, ())}
 
+
+# The original unit and identity shortcut: UnitOptions' defaults for what a variant changes.
+ORIGINAL_UNIT = {
+    f.name: f.default
+    for f in dataclasses.fields(UnitOptions)
+    if f.name not in ("block", "shortcut", "stride_on")
+}
 
 ACTIVATION_NAMES = {
     "original": "original",
@@ -110,6 +119,18 @@ class Group:
     def iterations(self) -> int | None:
         return self.runs[0].planned_iterations
 
+    @property
+    def key(self) -> str:
+        return self.runs[0].experiment()
+
+    @property
+    def original(self) -> str:
+        """The key of the same net with the original unit and the identity shortcut: the
+        group a shortcut type or unit is compared with ([R2] figures 3 and 6)."""
+        c = json.loads(self.key)
+        c["model"] |= {k: v for k, v in ORIGINAL_UNIT.items() if k in c["model"]}
+        return json.dumps(c, sort_keys=True)
+
     def stats(self, key: str = TEST_ERROR) -> "Stats | None":
         values = [r.summary[key] for r in self.finished if key in r.summary]
         return Stats.of(values) if values else None
@@ -117,10 +138,16 @@ class Group:
     def curve(self, key: str) -> tuple[list[int], list[float]]:
         """The mean over the group's finished runs (all its runs while none has finished) at
         the iterations they all recorded."""
+        common, curves = self.curves(key)
+        return common, [statistics.fmean(values) for values in zip(*curves, strict=True)]
+
+    def curves(self, key: str) -> tuple[list[int], list[list[float]]]:
+        """Each of those runs' values at the iterations they all recorded: the spread between
+        seeds."""
         runs = self.finished or self.runs
-        curves = [dict(zip(*r.curve(key), strict=True)) for r in runs]
-        common = sorted(set.intersection(*(set(c) for c in curves)))
-        return common, [statistics.fmean(c[i] for c in curves) for i in common]
+        points = [dict(zip(*r.curve(key), strict=True)) for r in runs]
+        common = sorted(set.intersection(*(set(p) for p in points)))
+        return common, [[p[i] for i in common] for p in points]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The papers' tables filled in from runs: Markdown, the measured numbers beside the published."""
 
-from .paper import FAIL, FAIL_ABOVE, TABLES, Table
-from .runs import TEST_ERROR, Group, Run, group_runs, model_label
+from .paper import FAIL, FAIL_ABOVE, R2_TABLE1, TABLES, Table, r2_table1_rows
+from .runs import TEST_ERROR, TRAIN_ERROR, TRAIN_LOSS, Group, Run, group_runs, model_label
 
 HEADER = (
     "| network | iterations | n | median | mean +- std | best | paper | difference | not counted |",
@@ -62,9 +62,86 @@ def table_lines(table: Table, groups: list[Group]) -> list[str]:
     return lines + [""]
 
 
-def other_lines(groups: list[Group]) -> list[str]:
-    """Groups that no paper row is about (another depth, data set or recipe)."""
-    others = [g for g in groups if not any(r.match(g.config) for t in TABLES for r in t.rows)]
+SHORTCUT_HEADER = (
+    "| shortcut type | network | iterations | n | training loss | training error | test error "
+    "| minus the identity's: loss, test error | [R2], ResNet-110, 64k iterations |",
+    "|---|---|---|---|---|---|---|---|---|",
+)
+
+
+DIFFERENCES = (TRAIN_LOSS, TEST_ERROR)
+
+
+def spread_cell(group: Group, key: str, digits: int = 2) -> str:
+    """The mean over the finished seeds, and their range when there are several."""
+    s = group.stats(key)
+    if s is None:
+        return "unfinished"
+    values = [r.summary[key] for r in group.finished if key in r.summary]
+    cell = f"{s.mean:.{digits}f}"
+    return cell + (f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if s.n > 1 else "")
+
+
+def shortcut_groups(groups: list[Group]) -> dict[str, list[tuple]]:
+    """[R2] table 1's cases on nets that its table is not about (another depth or data set), by
+    the net: {identity's key: [(row, group), ...]}, for nets where a case other than the
+    identity ran. The identity of such a net is there too, though table 6 may show it."""
+    rows = r2_table1_rows(None, None)
+    in_table1 = {g.key for g in groups for r in R2_TABLE1.rows if r.match(g.config)}
+    by_net: dict[str, list[tuple]] = {}
+    for row in rows:
+        for g in groups:
+            if g.key not in in_table1 and row.match(g.config):
+                by_net.setdefault(g.original, []).append((row, g))
+    return {k: v for k, v in by_net.items() if any(g.key != k for _, g in v)}
+
+
+def shortcut_lines(groups: list[Group]) -> list[str]:
+    """[R2] table 1's shortcut types on a shorter schedule or another depth (shortcuts_cpu):
+    the final training loss and errors of each, beside the identity's and [R2]'s number."""
+    nets = shortcut_groups(groups)
+    if not nets:
+        return []
+    lines = [
+        "## [R2] table 1's shortcut types at another depth, schedule or data set",
+        "",
+        "The mean over seeds, with the range between them when there are several; training loss"
+        " and error are the last record's (the mean over its iterations' augmented batches). [R2]'s"
+        " number is for ResNet-110 after 64000 iterations: beside a shorter run it says which way"
+        " the paper found each case, not what this run should reach.",
+        "",
+        *SHORTCUT_HEADER,
+    ]
+    for key, found in nets.items():
+        identity = next((g for _, g in found if g.key == key), None)
+        for row, g in found:
+            versus = ""
+            if identity and g is not identity and g.finished and identity.finished:
+                loss, error = (g.stats(k).mean - identity.stats(k).mean for k in DIFFERENCES)
+                versus = f"{loss:+.3f}, {error:+.2f}"
+            cells = [
+                row.name,
+                f"{g.label} on {g.runs[0].data}" + (f"; {unfinished_cell(g)}" * bool(g.unfinished)),
+                str(g.iterations or "?"),
+                str(len(g.finished)),
+                spread_cell(g, TRAIN_LOSS, 3),
+                spread_cell(g, TRAIN_ERROR),
+                spread_cell(g, TEST_ERROR),
+                versus,
+                paper_cell(row.paper),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def other_lines(groups: list[Group], shown: set[str]) -> list[str]:
+    """Groups that no paper row is about (another depth, data set or recipe), and that no
+    other table has shown."""
+    others = [
+        g
+        for g in groups
+        if g.key not in shown and not any(r.match(g.config) for t in TABLES for r in t.rows)
+    ]
     if not others:
         return []
     lines = ["## Runs that no table of the papers reports", "", *HEADER]
@@ -101,5 +178,7 @@ def make_tables(runs: list[Run]) -> str:
     lines = []
     for table in TABLES:
         lines += table_lines(table, groups)
-    lines += other_lines(groups)
+    lines += shortcut_lines(groups)
+    shown = {g.key for found in shortcut_groups(groups).values() for _, g in found}
+    lines += other_lines(groups, shown)
     return "\n".join(["# Test error against the papers", "", *evidence_lines(runs), *lines])

@@ -1,12 +1,12 @@
 """[R2] figures 3 and 6 from runs: training curves of each shortcut type or unit against the
 original unit of the same net; training loss dashed (left axis), test error solid (right axis),
-one panel per variant with its original in grey. Seeds of one configuration are averaged.
+one panel per variant with its original in grey. Seeds of one configuration are averaged, and
+the band around a curve spans them (the spread between seeds, to set beside the gap between
+the curves). Every panel has the same axes, so that panels compare too.
 
-    python scripts/curves.py outputs/r2_table1/2026-11-24_10-00-00 --out figures
+    python scripts/curves.py outputs/shortcuts_cpu/2026-12-01_09-16-44 --out figures
 """
 
-import dataclasses
-import json
 import math
 
 import matplotlib
@@ -16,34 +16,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 from report import run_script, save_figure  # noqa: E402
 
 from resnet_repro.runs import TEST_ERROR, TRAIN_LOSS, group_runs, one_data_set  # noqa: E402
-from resnet_repro.units import UnitOptions  # noqa: E402
-
-# The original unit and identity shortcut: UnitOptions' defaults for what a variant changes.
-ORIGINAL_UNIT = {
-    f.name: f.default
-    for f in dataclasses.fields(UnitOptions)
-    if f.name not in ("block", "shortcut", "stride_on")
-}
 
 
-def original_of(group) -> str:
-    """The configuration of the same net with the original unit and identity shortcut."""
-    c = json.loads(group.runs[0].experiment())
-    c["model"] |= {k: v for k, v in ORIGINAL_UNIT.items() if k in c["model"]}
-    return json.dumps(c, sort_keys=True)
+def draw_one(ax, g, key, colour, **style):
+    x, runs = g.curves(key)
+    if not x:
+        return None
+    mean = [sum(v) / len(v) for v in zip(*runs, strict=True)]
+    line = ax.plot(x, mean, color=colour, **style)[0]
+    if len(runs) > 1:
+        low, high = ([f(v) for v in zip(*runs, strict=True)] for f in (min, max))
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
+    return line
 
 
-def draw(ax, groups, colours):
+def label(g) -> str:
+    n = len(g.finished)
+    return g.label + (f" (n={n})" if n > 1 else "") + ("" if n else " (unfinished)")
+
+
+def draw(ax, groups, colours, loss_top):
     right = ax.twinx()
     for g, colour in zip(groups, colours, strict=True):
-        label = g.label + ("" if g.finished else " (unfinished)")
-        x, loss = g.curve(TRAIN_LOSS)
-        ax.plot(x, loss, ls="--", lw=1, color=colour)
-        x, err = g.curve(TEST_ERROR)
-        right.plot(x, err, lw=2, color=colour, label=label)
+        draw_one(ax, g, TRAIN_LOSS, colour, ls="--", lw=1)
+        if draw_one(right, g, TEST_ERROR, colour, lw=2, marker="o", ms=3) is None:
+            right.plot([], [], color=colour, lw=2)  # no evaluation yet: the legend still names it
+        right.lines[-1].set_label(label(g))
     ax.set_xlabel("iterations")
     ax.set_ylabel("training loss (dashed)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, loss_top)
     ax.set_xlim(left=0)
     right.set_ylabel("test error % (solid)")
     right.set_ylim(0, 100 if max(right.get_ylim()) > 40 else 20)
@@ -51,20 +52,28 @@ def draw(ax, groups, colours):
     ax.grid(alpha=0.3)
 
 
+def loss_axis(groups) -> float:
+    """One training-loss axis for every panel: room for every curve after its first record
+    (which, at lr 0.1 from scratch, can be far above the rest)."""
+    tops = [max(v[1:] or v) for g in groups for v in g.curves(TRAIN_LOSS)[1] if v]
+    return math.ceil(max(tops, default=1) * 1.1 * 4) / 4
+
+
 def make(runs, out, args):
     data = one_data_set(runs, "The training curves")
     groups = group_runs(runs)
-    by_key = {g.runs[0].experiment(): g for g in groups}
-    variants = [g for g in groups if original_of(g) != g.runs[0].experiment()]
-    panels = [[by_key[original_of(g)], g] if original_of(g) in by_key else [g] for g in variants]
+    by_key = {g.key: g for g in groups}
+    variants = [g for g in groups if g.original != g.key]
+    panels = [[by_key[g.original], g] if g.original in by_key else [g] for g in variants]
     if not panels:  # only original units: one panel each
         panels = [[g] for g in groups]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 3.9 * rows), squeeze=False)
+    top = loss_axis(groups)
     for ax, panel in zip(axes.flat, panels, strict=False):
         colours = ["grey", "tab:red"] if len(panel) == 2 else ["tab:blue"]
-        draw(ax, panel, colours)
+        draw(ax, panel, colours, top)
         ax.set_title(panel[-1].label, fontsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")

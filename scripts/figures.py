@@ -1,7 +1,8 @@
 """Every figure and table that a set of runs supports (`make figures RUNS="..."`), one folder
 per data set when they are on several:
 - tables.md: [R1] table 6 and [R2] tables 1-4 (scripts/tables.py), for all the runs;
-- figure6: [R1] figure 6, when there are plain nets or ResNets of [R1] (scripts/figure6.py);
+- figure6: [R1] figure 6, when there are plain nets of [R1], or its ResNets of more than one
+  depth (scripts/figure6.py);
 - figure7: [R1] figure 7, from those runs' checkpoints and test set (scripts/figure7.py);
 - curves: [R2] figures 3 and 6, when there are shortcut types or units other than the original
   (scripts/curves.py).
@@ -29,15 +30,15 @@ def make(runs, out, args):
         folder = out / name if len(names) > 1 else out
         folder.mkdir(parents=True, exist_ok=True)
         r1_nets = [r for r in these if figure6.is_r1_cifar_net(r.model)]
-        if r1_nets:
+        depths = {(r.model["shortcut"], r.model["depth"]) for r in r1_nets}
+        if len(depths) > 1 or any(shortcut == "none" for shortcut, _ in depths):
             written += figure6.make(r1_nets, folder, args)
             if args.figure7:
                 try:
                     written += figure7.make(r1_nets, folder, args)
                 except UserError as e:  # the other figures stand without it
                     print(f"figures.py: figure 7 of {name} skipped: {e}", file=sys.stderr)
-        groups = group_runs(these)
-        if any(curves.original_of(g) != g.runs[0].experiment() for g in groups):
+        if any(g.original != g.key for g in group_runs(these)):
             written += curves.make(these, folder, args)
     return written
 

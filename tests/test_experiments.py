@@ -17,6 +17,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 SWEEPS = [e for e in EXPERIMENTS if e != "imagenet"]  # imagenet.yaml is one run's settings
 RUNS = {  # what each sweep must run: the papers' grids, 5 seeds where [R2] and table 6 have 5
     "degradation_cpu": 4,
+    "shortcuts_cpu": 6,  # and the identity and scaling again with seed 1: a second command
     "r1_cifar": 10,
     "r1_resnet110_seeds": 5,
     "r1_imagenet": 8,
@@ -116,6 +117,28 @@ def test_degradation_cpu_is_a_shortened_paper_schedule(configurations):
     s = cfgs[0].schedule
     # The lr drops where [R1]'s are: at 1/2 and 3/4 of the schedule (32k and 48k of 64k).
     assert list(s.milestones) == [s.iterations // 2, s.iterations * 3 // 4]
+
+
+def test_shortcuts_cpu_is_r2s_recipe_shortened(configurations):
+    cfgs, seeds = configurations["shortcuts_cpu"]
+    assert {c.model.depth for c in cfgs} == {32} and seeds == ["0"]
+    m = [c.model for c in cfgs]
+    cases = {(c.shortcut_variant, c.shortcut_scale, c.residual_scale, c.gate_bias) for c in m}
+    assert cases == {
+        ("identity", 1.0, 1.0, 0.0),
+        ("identity", 0.5, 1.0, 0.0),
+        ("exclusive_gating", 1.0, 1.0, 0.0),
+        ("shortcut_gating", 1.0, 1.0, 0.0),
+        ("conv1x1", 1.0, 1.0, 0.0),
+        ("dropout", 1.0, 1.0, 0.0),
+    }
+    # [R2]'s schedule shortened as degradation_cpu shortens [R1]'s: 64000 iterations, the lr
+    # divided at 32k and 48k, and 400 iterations of warm-up, all by the same factor.
+    s = cfgs[0].schedule
+    assert list(s.milestones) == [s.iterations // 2, s.iterations * 3 // 4]
+    assert s.warmup_iterations * 64000 == 400 * s.iterations and s.warmup_lr == 0.01
+    r1 = configurations["degradation_cpu"][0][0].schedule
+    assert (s.iterations, list(s.milestones)) == (r1.iterations, list(r1.milestones))
 
 
 def test_help_introduces_the_tool_and_lists_every_experiment():

@@ -58,18 +58,20 @@ def degradation(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shortcut_types(tmp_path_factory):
-    """experiment=r2_table1, two of its cases, on a small net and synthetic data."""
-    sweep = tmp_path_factory.mktemp("table1") / "sweep"
+    """experiment=shortcuts_cpu, three of its cases with two seeds, on a small net and synthetic
+    data."""
+    sweep = tmp_path_factory.mktemp("shortcuts") / "sweep"
     r = run_cli(
-        "experiment=r2_table1",
-        "shortcut_case=original,conv1x1",
-        "trainer.seed=0",
+        "experiment=shortcuts_cpu",
+        "shortcut_case=original,scaling_0.5_1,conv1x1",
+        "trainer.seed=0,1",
         "model.depth=8",
         "data=synthetic",
         "data.train_size=64",
         "data.test_size=32",
         "data.batch_size=32",
         *SHORT,
+        "schedule.warmup_iterations=2",
         f"hydra.sweep.dir={sweep}",
     )
     assert r.returncode == 0, r.stderr
@@ -152,12 +154,50 @@ def test_make_figures_draws_figures_6_and_7_and_the_tables(degradation, tmp_path
     assert not (tmp_path / "curves.png").exists()  # no shortcut type or unit to compare
 
 
-def test_curves_of_the_shortcut_types(shortcut_types, tmp_path):
-    r = script("curves.py", shortcut_types, "--out", tmp_path)
+def test_curves_and_table_of_the_shortcut_types(shortcut_types, tmp_path):
+    r = subprocess.run(
+        ["make", "-s", "figures", f"RUNS={shortcut_types}", f"OUT={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "curves.png").stat().st_size > 5000
-    r = script("tables.py", shortcut_types, "--out", tmp_path)
-    assert "| ResNet-8 (1x1 conv shortcut) on synthetic | 6 | 1 |" in r.stdout
+    assert not (tmp_path / "figure6.png").exists()  # one depth of [R1]'s nets: no figure 6
+    text = (tmp_path / "tables.md").read_text()
+    assert "## [R2] table 1's shortcut types at another depth, schedule or data set" in text
+    assert "Runs that no table" not in text  # the table above shows them all
+    runs = {
+        case: [
+            json.loads(p.read_text())
+            for p in sorted(shortcut_types.glob(f"*shortcut_case={case},*/summary.json"))
+        ]
+        for case in ("original", "scaling_0.5_1", "conv1x1")
+    }
+    assert all(len(r) == 2 for r in runs.values())
+
+    def cell(case, key, digits=2):
+        values = [s[key] for s in runs[case]]
+        mean = statistics.fmean(values)
+        return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+    def mean(case, key):
+        return statistics.fmean(s[key] for s in runs[case])
+
+    for name, case, paper in (
+        ("original (identity)", "original", "6.61"),
+        ("constant scaling 0.5 / 1", "scaling_0.5_1", "fail (> 20)"),
+        ("1x1 conv shortcut", "conv1x1", "12.22"),
+    ):
+        cells = table_row(text, name)
+        assert cells[2:4] == ["6", "2"]
+        assert cells[4:7] == [
+            cell(case, "train_loss", 3), cell(case, "train_error"), cell(case, "test_error")
+        ]  # fmt: skip
+        loss, error = (mean(case, k) - mean("original", k) for k in ("train_loss", "test_error"))
+        assert cells[7] == ("" if case == "original" else f"{loss:+.3f}, {error:+.2f}")
+        assert cells[8] == paper
 
 
 @pytest.mark.parametrize("name", ["figure6.py", "figure7.py", "curves.py"])
