@@ -24,6 +24,7 @@ from .models import build_model, count_flops, count_parameters
 from .records import (
     NullRecord,
     RunRecord,
+    code_version,
     commit_hydra_files,
     remove_if_empty,
     remove_if_untouched,
@@ -279,6 +280,7 @@ def run(
         "world_size": world.size,
         "launcher": world.launcher,
         "hardware": runtime.hardware(device),
+        "code_version": code_version(),  # the code this leg of the run started with
         # the groups as trained: the figure and table scripts trust these over config.yaml
         "settings": {g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS},
     }

@@ -159,7 +159,7 @@ def code_version() -> str:
 
 
 def write_summary(run_dir: Path, facts: dict, last: dict, wall_time: float) -> None:
-    """summary.json: the final record, what was trained, how fast and with which code."""
+    """summary.json: the final record, what was trained (facts: with which code), how fast."""
     speeds = sorted(
         r["images_per_sec"]
         for r in read_metrics(run_dir / "metrics.jsonl")
@@ -170,7 +170,6 @@ def write_summary(run_dir: Path, facts: dict, last: dict, wall_time: float) -> N
         **{k: v for k, v in last.items() if k != "images_per_sec"},
         "images_per_sec_median": speeds[len(speeds) // 2] if speeds else None,
         "wall_time_s": round(wall_time, 1),
-        "code_version": code_version(),
         "command": sys.argv,
     }
     (run_dir / "summary.json").write_text(strict_json(summary, indent=2) + "\n")
