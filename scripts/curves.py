@@ -2,7 +2,9 @@
 original unit of the same net; training loss dashed (left axis), test error solid (right axis),
 one panel per variant with its original in grey. Seeds of one configuration are averaged, and
 the band around a curve spans them (the spread between seeds, to set beside the gap between
-the curves). Every panel has the same axes, so that panels compare too.
+the curves). Every panel has the same axes, so that panels compare too. curves.md holds the
+numbers drawn: each configuration's training loss at every few records, test error after the
+slash where it was evaluated.
 
     python scripts/curves.py outputs/shortcuts_cpu/2026-12-01_09-16-44 --out figures
 """
@@ -59,6 +61,28 @@ def loss_axis(groups) -> float:
     return math.ceil(max(tops, default=1) * 1.1 * 4) / 4
 
 
+def records_table(groups, rows: int = 8) -> str:
+    """The means the figure draws, as Markdown: about `rows` records, the last one always."""
+    curves = [
+        tuple(dict(zip(*g.curve(key), strict=True)) for key in (TRAIN_LOSS, TEST_ERROR))
+        for g in groups
+    ]
+    iterations = sorted(set().union(*(loss for loss, _ in curves)))
+    step = max(1, math.ceil(len(iterations) / rows))
+    chosen = iterations[len(iterations) - 1 :: -step][::-1]
+    lines = [
+        "| iteration | " + " | ".join(label(g) for g in groups) + " |",
+        "|---" * (len(groups) + 1) + "|",
+    ]
+    for i in chosen:
+        cells = [
+            (f"{loss[i]:.3f}" if i in loss else "") + (f" / {error[i]:.1f}" if i in error else "")
+            for loss, error in curves
+        ]
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def make(runs, out, args):
     data = one_data_set(runs, "The training curves")
     groups = group_runs(runs)
@@ -77,9 +101,13 @@ def make(runs, out, args):
         ax.set_title(panel[-1].label, fontsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    return save_figure(
-        fig, f"Training curves on {data} ([R2] figures 3 and 6), {len(runs)} runs", out / "curves"
+    numbers = out / "curves.md"
+    numbers.write_text(
+        f"# The numbers of curves.png: training loss (test error % after the slash), the mean "
+        f"over seeds\n\n{len(runs)} runs on {data}.\n\n" + records_table(groups)
     )
+    title = f"Training curves on {data} ([R2] figures 3 and 6), {len(runs)} runs"
+    return save_figure(fig, title, out / "curves") + [numbers]
 
 
 if __name__ == "__main__":

@@ -185,6 +185,10 @@ def test_curves_and_table_of_the_shortcut_types(shortcut_types, tmp_path):
     def mean(case, key):
         return statistics.fmean(s[key] for s in runs[case])
 
+    # curves.md: the numbers drawn; its last row is each configuration's final means.
+    last = table_row((tmp_path / "curves.md").read_text(), "6")
+    finals = {f"{mean(c, 'train_loss'):.3f} / {mean(c, 'test_error'):.1f}" for c in runs}
+    assert set(last[1:]) == finals and len(last) == 4
     for name, case, paper in (
         ("original (identity)", "original", "6.61"),
         ("constant scaling 0.5 / 1", "scaling_0.5_1", "fail (> 20)"),
