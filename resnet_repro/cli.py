@@ -18,7 +18,7 @@ from .data import class_count, load_dataset
 from .distributed import World
 from .engine import Diverged, Interrupted, Training, evaluate_all, train
 from .errors import UserError
-from .files import RunLock, note_before
+from .files import RunLock, claim, made_here, note_before
 from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
 from .models import build_model, count_flops, count_parameters
 from .records import (
@@ -148,6 +148,10 @@ def train_app(cfg: DictConfig) -> None:
         # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
         # rank 0) and goes.
         run_dir = Path(world.broadcast_object(str(hydra_dir)))
+        # The job made it if any rank saw it absent (rank 0 may have noted it after another
+        # rank's Hydra made it): then a mistake leaves it behind no more than on one process.
+        if world.any(made_here(run_dir)) and world.is_main and not made_here(run_dir):
+            claim(run_dir)
         with world.main_first():  # rank 0 locks the run directory; its refusal stops all
             lock = lock_run_dir(run_dir) if world.is_main else None
         run(cfg, settings, device, world, run_dir, stop)

@@ -40,6 +40,16 @@ def made_here(path: Path) -> bool:
     return False
 
 
+def claim(path) -> None:
+    """Count path as made by this process: another rank of the same job saw it absent. Ranks
+    start at once, and one may note a shared run directory only after another has made it."""
+    here = Path(path).expanduser().resolve()
+    listing = BEFORE.get(here.parent)
+    if listing is None:
+        listing = frozenset(os.listdir(here.parent))
+    BEFORE[here.parent] = listing - {here.name}
+
+
 def unreadable(path) -> str | None:
     """Why a data file cannot be read, or None. Only regular files are read: opening a named
     pipe (or a device) waits for a writer that may never come, and the run would hang."""
