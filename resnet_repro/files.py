@@ -44,6 +44,7 @@ def claim(path) -> None:
     """Count path as made by this process: another rank of the same job saw it absent. Ranks
     start at once, and one may note a shared run directory only after another has made it."""
     here = Path(path).expanduser().resolve()
+    BEFORE.pop(here, None)  # noted after it was made: its own listing is not "before"
     listing = BEFORE.get(here.parent)
     if listing is None:
         listing = frozenset(os.listdir(here.parent))

@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, launch
 from fixtures import write_jpeg_folder
 
+from resnet_repro import files
 from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from resnet_repro.data import load_dataset
 from resnet_repro.distributed import ALONE, World
 from resnet_repro.engine import evaluate
 from resnet_repro.models import build_model
+from resnet_repro.records import remove_if_untouched
 from resnet_repro.sampling import EpochPlan
 
 pytestmark = pytest.mark.slow
@@ -292,6 +294,21 @@ def test_a_mistake_seen_by_rank_0_stops_every_rank(tmp_path):
     assert "No cifar10 data" in outs[0][1] and "No cifar10 data" not in outs[1][1]  # said once
     assert all("Traceback" not in err for _, err in outs)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_another_rank_made_first_is_the_jobs(tmp_path, monkeypatch):
+    # The order that left the run directory behind: rank 1's Hydra made the shared
+    # hydra.run.dir before rank 0 noted what was there, so rank 0 saw it as the user's.
+    monkeypatch.setattr(files, "BEFORE", {})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # made by the other rank
+    files.note_before(run_dir)
+    assert not files.made_here(run_dir)
+    files.claim(run_dir)  # the other rank saw it absent
+    assert files.made_here(run_dir)
+    (run_dir / "train.log").touch()
+    remove_if_untouched(run_dir)
+    assert not run_dir.exists() and tmp_path.exists()
 
 
 def test_two_ranks_on_an_image_folder(tmp_path):
