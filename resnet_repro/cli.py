@@ -12,16 +12,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, distributed, runtime
-from .batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from .data import class_count, load_dataset
-from .distributed import World
-from .engine import Diverged, Interrupted, Training, evaluate_all, train
+from .data.folders import MEAN, STD, FolderBatches, FolderData, FolderEval
+from .data.sampling import EpochPlan
+from .data.tensors import EvalBatches, Normalize, TrainBatches, channel_stats
 from .errors import UserError
-from .files import RunLock, claim, made_here, note_before
-from .folders import MEAN, STD, FolderBatches, FolderData, FolderEval
-from .models import build_model, count_flops, count_parameters
-from .records import (
+from .nets.models import build_model, count_flops, count_parameters
+from .reproduction.runs import what_it_trains
+from .settings import CONF_DIR, Settings, arguments, check_overrides, make_schedule, stop_signals
+from .training import checkpoint, distributed, runtime
+from .training.distributed import World
+from .training.files import RunLock, claim, made_here, note_before
+from .training.loop import Diverged, Interrupted, Training, evaluate_all, train
+from .training.records import (
     NullRecord,
     RunRecord,
     code_version,
@@ -31,10 +34,7 @@ from .records import (
     staging_dir,
     write_summary,
 )
-from .runs import what_it_trains
-from .sampling import EpochPlan
-from .schedule import StepSchedule
-from .settings import CONF_DIR, Settings, arguments, check_overrides, make_schedule, stop_signals
+from .training.schedule import StepSchedule
 from .usage import usage
 
 log = logging.getLogger("resnet_repro")

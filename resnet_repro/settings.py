@@ -17,9 +17,9 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import UserError, check_keys
-from .models import build_model
-from .runtime import PRECISIONS
-from .schedule import StepSchedule
+from .nets.models import build_model
+from .training.runtime import PRECISIONS
+from .training.schedule import StepSchedule
 
 # The configs: resnet_repro/conf in an installed wheel (pyproject.toml puts them there), else
 # conf/ at the top of the checkout (an editable install, as the Makefile makes). Hydra would read

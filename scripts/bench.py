@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from classic_cifar import images_per_sec as classic_speed
 
 from resnet_repro.data import load_dataset
-from resnet_repro.models import build_model
-from resnet_repro.runtime import compile_model, cpu_name, sgd
+from resnet_repro.nets.models import build_model
+from resnet_repro.training.records import read_metrics
+from resnet_repro.training.runtime import compile_model, cpu_name, sgd
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = Path(
@@ -106,7 +107,7 @@ def end_to_end(overrides: list[str], window: int, windows: int, launcher=()) -> 
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     shutil.rmtree(run_dir)
     speeds = [m["images_per_sec"] for m in records[1:]]
     return len(speeds) / sum(1 / s for s in speeds)  # equal windows: harmonic mean
@@ -283,7 +284,7 @@ def ddp(args) -> None:
 def agree_probe(steps: int) -> None:
     """Under torchrun: what one stop-flag agreement (World.any, a one-number all-reduce on the
     gloo group) costs, against one DDP training step of ResNet-20 at a global batch of 128."""
-    from resnet_repro.distributed import start, world_from_env
+    from resnet_repro.training.distributed import start, world_from_env
 
     world = start(world_from_env(), torch.device("cpu"))
     torch.set_num_threads(1)

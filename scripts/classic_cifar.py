@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from resnet_repro.data import load_dataset
-from resnet_repro.models import build_model
+from resnet_repro.nets.models import build_model
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

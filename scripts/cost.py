@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from resnet_repro.cli import CONF_DIR, arguments
 from resnet_repro.data import class_count
-from resnet_repro.models import build_model, count_flops
+from resnet_repro.nets.models import build_model, count_flops
 from resnet_repro.usage import sweep_grid
 
 RESNET50_MACS = 4.09e9  # count_flops of our resnet50 (torchvision's v1.5 stride placement)

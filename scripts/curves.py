@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from report import run_script, save_figure  # noqa: E402
 
-from resnet_repro.runs import TEST_ERROR, TRAIN_LOSS, group_runs, one_data_set  # noqa: E402
+from resnet_repro.reproduction.runs import TEST_ERROR, TRAIN_LOSS, group_runs, one_data_set  # noqa: E402
 
 
 def draw_one(ax, g, key, colour, **style):

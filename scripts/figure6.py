@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from report import COLOURS, run_script, save_figure  # noqa: E402
 
 from resnet_repro.errors import UserError  # noqa: E402
-from resnet_repro.runs import TEST_ERROR, TRAIN_ERROR, group_runs, one_data_set  # noqa: E402
+from resnet_repro.reproduction.runs import TEST_ERROR, TRAIN_ERROR, group_runs, one_data_set  # noqa: E402
 
 
 def is_r1_cifar_net(m: dict) -> bool:

@@ -17,13 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from report import COLOURS, run_script, save_figure  # noqa: E402
 
-from resnet_repro.batches import EvalBatches, Normalize, channel_stats  # noqa: E402
-from resnet_repro.checkpoint import load_checkpoint  # noqa: E402
 from resnet_repro.data import class_count, load_dataset  # noqa: E402
+from resnet_repro.data.tensors import EvalBatches, Normalize, channel_stats  # noqa: E402
 from resnet_repro.errors import UserError  # noqa: E402
-from resnet_repro.models import build_model  # noqa: E402
-from resnet_repro.responses import layer_responses  # noqa: E402
-from resnet_repro.runs import group_runs, one_data_set  # noqa: E402
+from resnet_repro.nets.models import build_model  # noqa: E402
+from resnet_repro.reproduction.responses import layer_responses  # noqa: E402
+from resnet_repro.reproduction.runs import group_runs, one_data_set  # noqa: E402
+from resnet_repro.training.checkpoint import load_checkpoint  # noqa: E402
 
 STYLE = {"plain": dict(ls="--"), "ResNet": dict(ls="-")}
 

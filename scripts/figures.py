@@ -19,7 +19,7 @@ import tables
 from report import run_script
 
 from resnet_repro.errors import UserError
-from resnet_repro.runs import group_runs
+from resnet_repro.reproduction.runs import group_runs
 
 
 def make(runs, out, args):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from resnet_repro.errors import UserError
-from resnet_repro.runs import Run, find_runs, unfinished_note
+from resnet_repro.reproduction.runs import Run, find_runs, unfinished_note
 
 # One colour per depth in every figure, so that a net is the same line in figures 6 and 7.
 COLOURS = {20: "tab:orange", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "tab:blue"}

@@ -7,7 +7,7 @@ have not finished are listed, never averaged in.
 
 from report import run_script
 
-from resnet_repro.tables import make_tables
+from resnet_repro.reproduction.tables import make_tables
 
 
 def make(runs, out, args):

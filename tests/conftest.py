@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -7,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from resnet_repro.training.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real CIFAR-10, as JPEG image folders (train/<class>/*.jpg, test/<class>/*.jpg): the archive or
@@ -95,10 +96,6 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def assert_same_end(straight: Path, resumed: Path) -> None:
     """The resumed run ends with the uninterrupted run's weights and momentum, bit for bit, and
     its record holds every iteration once."""
@@ -109,4 +106,6 @@ def assert_same_end(straight: Path, resumed: Path) -> None:
         assert torch.equal(value, b["model"][key]), key
     for i, state in a["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
-    assert [m["iteration"] for m in metrics(resumed)] == [m["iteration"] for m in metrics(straight)]
+    assert [m["iteration"] for m in read_metrics(resumed)] == [
+        m["iteration"] for m in read_metrics(straight)
+    ]

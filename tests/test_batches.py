@@ -3,9 +3,9 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
-from resnet_repro.distributed import ALONE
-from resnet_repro.sampling import EpochPlan
+from resnet_repro.data.sampling import EpochPlan
+from resnet_repro.data.tensors import EvalBatches, Normalize, TrainBatches, channel_stats
+from resnet_repro.training.distributed import ALONE
 
 CPU = torch.device("cpu")
 IDENTITY = Normalize(torch.zeros(3), torch.ones(3), CPU)

@@ -1,15 +1,19 @@
 """Checkpoint files: two kept, a checksum, weights_only loading, and saves that fail cleanly."""
 
+import json
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, run_cli
 
-from resnet_repro import checkpoint
 from resnet_repro.errors import UserError
+from resnet_repro.training import checkpoint
+from resnet_repro.training.records import read_metrics
 
 MARKER = Path("/tmp/resnet_repro_checkpoint_ran_code")
 
@@ -140,3 +144,31 @@ def test_a_failed_save_leaves_the_checkpoints_and_no_temporary_file(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
     assert checkpoint.load_checkpoint(tmp_path / "last.pt")["iteration"] == 20
     assert checkpoint.load_checkpoint(tmp_path / "previous.pt")["iteration"] == 10
+
+
+# A checkpoint written by the code before the reshape of issue 16 (commit b0808e2): iteration 4
+# of this 8-iteration run, and the record the run wrote at its end.
+OLD = Path(__file__).parent / "data" / "checkpoint-b0808e2.pt"
+OLD_RUN = [
+    *TINY,
+    "data.batch_size=16",
+    "schedule.iterations=8",
+    "trainer.ckpt_every=4",
+    "trainer.log_every=4",
+    "trainer.eval_every=8",
+]
+
+
+def test_a_checkpoint_written_before_the_reshape_still_resumes(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(OLD, tmp_path / "checkpoints" / checkpoint.LAST)
+    r = run_cli(*OLD_RUN, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from iteration 4" in r.stderr + r.stdout
+    [end] = read_metrics(tmp_path)  # iterations 5 to 8: one record, at 8
+    then = json.loads(OLD.with_name("checkpoint-b0808e2-end.json").read_text())
+    assert end["iteration"] == then["iteration"] == 8
+    # The same numbers (to the last bit on the CPU that wrote it; another CPU's kernels may
+    # round differently).
+    for key in ("train_loss", "train_error", "test_loss", "test_error"):
+        assert end[key] == pytest.approx(then[key], rel=1e-3), key

@@ -17,11 +17,9 @@ from conftest import RESUME, TINY, TINY_MODEL, TRAIN, run_cli
 from fixtures import write_jpeg_folder
 from PIL import Image
 
+from resnet_repro.training.records import read_metrics
+
 pytestmark = pytest.mark.slow
-
-
-def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_a_run_leaves_its_record(tmp_path):
@@ -37,7 +35,7 @@ def test_a_run_leaves_its_record(tmp_path):
     ]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    records = metrics(run_dir)
+    records = read_metrics(run_dir)
     assert [m["iteration"] for m in records] == [2, 4, 6, 8]
     assert [m["lr"] for m in records] == [0.01, 0.01, 0.1, 0.1]  # warm-up, then back to 0.1
     assert {"epoch", "train_loss", "train_error", "images_per_sec"} <= records[0].keys()
@@ -54,7 +52,7 @@ def test_a_run_leaves_its_record(tmp_path):
 
     again = run_cli(*args)  # the same command again: nothing left to do
     assert again.returncode == 0 and "already" in again.stdout + again.stderr
-    assert len(metrics(run_dir)) == 4
+    assert len(read_metrics(run_dir)) == 4
 
     changed = run_cli(*args[:-1], "model.depth=14", f"hydra.run.dir={run_dir}")
     assert changed.returncode == 2 and "different experiment" in changed.stderr
@@ -134,7 +132,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, uninterrupted, sig
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
     # The record reads as one run: every iteration once, and the same numbers, but for the
     # training window the interruption cut short.
-    ra, rb = metrics(uninterrupted), metrics(run_dir)
+    ra, rb = read_metrics(uninterrupted), read_metrics(run_dir)
     assert [m["iteration"] for m in rb] == [m["iteration"] for m in ra]
     cut = min(m["iteration"] for m in ra if m["iteration"] > stopped_at)
     for ma, mb in zip(ra, rb, strict=True):
@@ -224,7 +222,7 @@ def test_a_mistake_never_removes_what_was_there_before(tmp_path):
 def test_what_a_run_was_is_what_its_checkpoint_and_summary_say(tmp_path):
     from fixtures import write_image_folder
 
-    from resnet_repro.runs import read_run
+    from resnet_repro.reproduction.runs import read_run
 
     a, b = tmp_path / "a", tmp_path / "b"
     write_image_folder(a, {"train": 2, "test": 1})
@@ -332,7 +330,7 @@ def test_bf16_run_learns_on_cpu(tmp_path):
         f"hydra.run.dir={run_dir}",
     )
     assert r.returncode == 0, r.stderr
-    records = metrics(run_dir)
+    records = read_metrics(run_dir)
     assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.5  # it fits the images
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["precision"] == "bf16" and summary["channels_last"] is True

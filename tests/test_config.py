@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from resnet_repro.cli import CONF_DIR, arguments, make_schedule
 from resnet_repro.data import class_count
-from resnet_repro.models import build_model
+from resnet_repro.nets.models import build_model
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "resnet")
 DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))

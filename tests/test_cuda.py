@@ -13,7 +13,7 @@ from conftest import TINY, TORCHRUN, TRAIN, launch, run_cli
 from fixtures import write_jpeg_folder
 from test_faults import start, wait_for
 
-from resnet_repro import checkpoint
+from resnet_repro.training import checkpoint
 
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 pytestmark = [

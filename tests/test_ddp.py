@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, launch
+from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, assert_same_end, launch
 from fixtures import write_jpeg_folder
 
-from resnet_repro import files
-from resnet_repro.batches import EvalBatches, Normalize, TrainBatches, channel_stats
 from resnet_repro.data import load_dataset
-from resnet_repro.distributed import ALONE, World
-from resnet_repro.engine import evaluate
-from resnet_repro.models import build_model
-from resnet_repro.records import remove_if_untouched
-from resnet_repro.sampling import EpochPlan
+from resnet_repro.data.sampling import EpochPlan
+from resnet_repro.data.tensors import EvalBatches, Normalize, TrainBatches, channel_stats
+from resnet_repro.nets.models import build_model
+from resnet_repro.training import files
+from resnet_repro.training.distributed import ALONE, World
+from resnet_repro.training.loop import evaluate
+from resnet_repro.training.records import METRICS, read_metrics, remove_if_untouched
 
 pytestmark = pytest.mark.slow
 ITERATIONS = 60
@@ -39,10 +39,6 @@ ARGS = [
 ]
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
     """One uninterrupted 2-rank run, in the run directory resnet-train names itself."""
@@ -53,7 +49,7 @@ def two_ranks(tmp_path_factory) -> Path:
 
 
 def run_dirs(cwd: Path) -> list[Path]:
-    return sorted(p.parent for p in (cwd / "outputs").rglob("metrics.jsonl"))
+    return sorted(p.parent for p in (cwd / "outputs").rglob(METRICS))
 
 
 def test_one_run_directory_and_one_set_of_records(two_ranks):
@@ -61,7 +57,7 @@ def test_one_run_directory_and_one_set_of_records(two_ranks):
     # Named by torchrun's run id, which its restarts keep (no empty twin of another rank's clock)
     assert list((two_ranks / "outputs").iterdir()) == [run_dir]
     assert run_dir.name.startswith("torchrun-")
-    assert [m["iteration"] for m in metrics(run_dir)] == list(range(5, ITERATIONS + 1, 5))
+    assert [m["iteration"] for m in read_metrics(run_dir)] == list(range(5, ITERATIONS + 1, 5))
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
         "config.yaml",
@@ -147,12 +143,7 @@ def test_torchrun_restarting_a_killed_worker_resumes_the_run(two_ranks, tmp_path
     assert len(list((tmp_path / "outputs").rglob("*.log"))) == 1
     resumed = [ln for ln in (run_dir / "train.log").read_text().splitlines() if "resuming" in ln]
     assert len(resumed) == 1, out
-    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert a["iteration"] == b["iteration"] == ITERATIONS
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    assert [m["iteration"] for m in metrics(run_dir)] == [m["iteration"] for m in metrics(straight)]
+    assert_same_end(straight, run_dir)
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -240,7 +231,7 @@ def test_a_requeued_slurm_job_resumes_its_run(two_ranks, tmp_path):
 def trained_a_while(run_dir: Path) -> bool:
     """The first record is written: training is under way (metrics.jsonl itself is made before
     the first step, and a stop before it is honoured before training)."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS
     return path.exists() and bool(path.read_text().strip())
 
 
@@ -278,9 +269,9 @@ def test_sync_bn_is_refused_on_cpu(tmp_path):
 
 def test_images_per_rank_add_up(two_ranks):
     [run_dir] = run_dirs(two_ranks)
-    first = metrics(run_dir)[0]
+    first = read_metrics(run_dir)[0]
     assert first["epoch"] == 0.625  # 5 of 8 steps: the global batch counts
-    assert list(islice(metrics(run_dir), 1))[0]["train_loss"] > 0
+    assert list(islice(read_metrics(run_dir), 1))[0]["train_loss"] > 0
 
 
 def test_a_mistake_seen_by_rank_0_stops_every_rank(tmp_path):
@@ -335,7 +326,7 @@ def test_two_ranks_on_an_image_folder(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iteration"] == 6 and summary["world_size"] == 2
     assert summary["val_error"] in {100 * k / 9 for k in range(10)}  # counted over all 9
-    assert [m["iteration"] for m in metrics(run_dir)] == [3, 6]
+    assert [m["iteration"] for m in read_metrics(run_dir)] == [3, 6]
 
 
 def test_a_loss_that_is_not_finite_stops_every_rank(tmp_path):
@@ -375,7 +366,7 @@ def test_a_rank_that_dies_stops_every_rank_at_once(tmp_path):
     run_dir = tmp_path / "run"
     args = [*TINY, "schedule.iterations=5000", "trainer.log_every=10"]
     tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=os.getpid() + 2)
-    while not (run_dir / "metrics.jsonl").exists() and tasks[0].poll() is None:
+    while not (run_dir / METRICS).exists() and tasks[0].poll() is None:
         time.sleep(0.02)
     tasks[1].kill()
     killed = time.monotonic()

@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from resnet_repro import checkpoint, distributed, runtime
-from resnet_repro.distributed import ALONE, World, run_name, tasks_on_node, world_from_env
-from resnet_repro.engine import evaluate
 from resnet_repro.errors import UserError
+from resnet_repro.training import checkpoint, distributed, runtime
+from resnet_repro.training.distributed import ALONE, World, run_name, tasks_on_node, world_from_env
+from resnet_repro.training.loop import evaluate
 
 GPU = torch.device("cuda", 0)  # a choice only: nothing is put on it
 

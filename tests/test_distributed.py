@@ -3,9 +3,15 @@
 import pytest
 import torch
 
-from resnet_repro.distributed import ALONE, World, first_host, rendezvous_env, world_from_env
+from resnet_repro.data.sampling import EpochPlan, shard
 from resnet_repro.errors import UserError
-from resnet_repro.sampling import EpochPlan, shard
+from resnet_repro.training.distributed import (
+    ALONE,
+    World,
+    first_host,
+    rendezvous_env,
+    world_from_env,
+)
 
 
 def test_no_launcher_is_one_process():

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from resnet_repro.cli import CONF_DIR, arguments
 from resnet_repro.data import class_count
-from resnet_repro.models import build_model, count_parameters
-from resnet_repro.paper import TABLES
+from resnet_repro.nets.models import build_model, count_parameters
+from resnet_repro.reproduction.paper import TABLES
 from resnet_repro.usage import sweep_grid, usage
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -11,10 +11,11 @@ import time
 
 import pytest
 import torch
-from conftest import RESUME, TINY, TORCHRUN, TRAIN, assert_same_end, launch, metrics, run_cli
+from conftest import RESUME, TINY, TORCHRUN, TRAIN, assert_same_end, launch, run_cli
 
-from resnet_repro import checkpoint
 from resnet_repro.cli import ending
+from resnet_repro.training import checkpoint
+from resnet_repro.training.records import METRICS, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +161,7 @@ def test_no_good_checkpoint_left_stops_and_changes_nothing(tmp_path):
     assert "last.pt is empty" in r.stderr and "previous.pt is not a whole PyTorch" in r.stderr
     assert "no good checkpoint left" in r.stderr and "weights_only" not in r.stderr
     assert {p.name: p.read_bytes() for p in ckpts.iterdir()} == before  # never started over
-    assert not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / METRICS).exists()
 
 
 def test_a_diverging_run_stops_with_finite_checkpoints_and_no_summary(tmp_path):
@@ -186,7 +187,7 @@ def test_a_diverging_run_stops_with_finite_checkpoints_and_no_summary(tmp_path):
     def refuse(constant):
         raise ValueError(constant)
 
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in (run_dir / METRICS).read_text().splitlines():
         json.loads(line, parse_constant=refuse)  # strict JSON: no NaN or Infinity
 
 
@@ -211,7 +212,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     third.send_signal(signal.SIGTERM)
     _, err = third.communicate(timeout=120)
     assert third.returncode == 130, err
-    lines = [m["iteration"] for m in metrics(run_dir)]
+    lines = [m["iteration"] for m in read_metrics(run_dir)]
     assert lines == sorted(set(lines))  # one writer at a time: no line twice, none interleaved
 
 
@@ -287,7 +288,7 @@ def assert_resumes_with_the_evaluation(run_dir, *resume) -> None:
     assert "test_error" not in ckpt["pending_record"]
     r = resume[0](*SLOW_EVAL, "trainer.eval_batch_size=1000", f"hydra.run.dir={run_dir}")
     assert r.returncode == 0, r.stderr[-3000:]
-    records = metrics(run_dir)
+    records = read_metrics(run_dir)
     assert [m["iteration"] for m in records] == [5, 10, 12]
     assert "test_error" in records[1] and "test_error" in records[2]
 

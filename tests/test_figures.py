@@ -12,8 +12,9 @@ import torch
 from conftest import ROOT, run_cli
 from fixtures import write_image_folder
 
-from resnet_repro.models import build_model
-from resnet_repro.responses import layer_responses, response_layers
+from resnet_repro.nets.models import build_model
+from resnet_repro.reproduction.responses import layer_responses, response_layers
+from resnet_repro.training.records import METRICS
 
 pytestmark = pytest.mark.slow
 SCRIPTS = ROOT / "scripts"
@@ -128,8 +129,8 @@ def test_unfinished_runs_are_marked_and_not_averaged(degradation, tmp_path):
     shutil.copytree(degradation, runs)
     cut = next(runs.glob("*model=resnet20,*trainer.seed=1"))
     (cut / "summary.json").unlink()
-    lines = (cut / "metrics.jsonl").read_text().splitlines()
-    (cut / "metrics.jsonl").write_text("\n".join(lines[:1]) + "\n")  # stopped at iteration 2
+    lines = (cut / METRICS).read_text().splitlines()
+    (cut / METRICS).write_text("\n".join(lines[:1]) + "\n")  # stopped at iteration 2
     r = script("tables.py", runs, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     assert "not finished (iteration 2 of 6)" in r.stderr

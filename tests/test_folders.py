@@ -7,13 +7,13 @@ import torch
 from fixtures import UNREADABLE, damage, write_jpeg_folder
 from PIL import Image
 
-from resnet_repro.batches import Normalize
 from resnet_repro.data import class_count, load_dataset
-from resnet_repro.distributed import World
-from resnet_repro.engine import evaluate
+from resnet_repro.data.folders import MEAN, STD, FolderBatches, FolderEval
+from resnet_repro.data.sampling import EpochPlan
+from resnet_repro.data.tensors import Normalize
 from resnet_repro.errors import UserError
-from resnet_repro.folders import MEAN, STD, FolderBatches, FolderEval
-from resnet_repro.sampling import EpochPlan
+from resnet_repro.training.distributed import World
+from resnet_repro.training.loop import evaluate
 
 CPU = torch.device("cpu")
 NORMALIZE = Normalize(MEAN, STD, CPU)

@@ -16,6 +16,8 @@ import pytest
 from conftest import launch, run_cli
 from fixtures import write_jpeg_folder
 
+from resnet_repro.training.records import read_metrics
+
 pytestmark = pytest.mark.slow
 
 # 72 images at batch 16: 5 steps an epoch, the last of 8 images; 7 iterations cross into epoch 2.
@@ -79,7 +81,7 @@ def test_what_a_gpu_run_turns_on_runs_on_each_pipeline(case, folder, tmp_path):
     assert summary["compile"] is ("trainer.compile=true" in choices)
     assert summary["checkpointing"] is ("model.checkpointing=true" in choices)
     assert summary["world_size"] == ranks
-    records = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(tmp_path)
     assert [m["iteration"] for m in records] == list(range(1, summary["iteration"] + 1))
     assert all(math.isfinite(m["train_loss"]) for m in records)
 

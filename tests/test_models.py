@@ -5,8 +5,8 @@ import torch
 import torchvision
 
 from resnet_repro.errors import UserError
-from resnet_repro.models import build_model, count_flops, count_parameters
-from resnet_repro.units import (
+from resnet_repro.nets.models import build_model, count_flops, count_parameters
+from resnet_repro.nets.units import (
     ACTIVATIONS,
     DropoutShortcut,
     PadShortcut,

@@ -7,6 +7,7 @@ import torch
 from conftest import run_cli
 
 from resnet_repro.data import load_dataset
+from resnet_repro.training.records import read_metrics
 
 pytestmark = pytest.mark.slow
 ITERATIONS = 300
@@ -25,7 +26,7 @@ def test_resnet20_learns_real_cifar10(cifar10_jpeg, tmp_path, capsys):
     )
     assert r.returncode == 0, r.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     with capsys.disabled():
         print(
             f"\nResNet-20, {ITERATIONS} iterations of batch 128 on real CIFAR-10 (JPEG copy): "

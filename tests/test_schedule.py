@@ -1,6 +1,6 @@
 import pytest
 
-from resnet_repro.schedule import StepSchedule
+from resnet_repro.training.schedule import StepSchedule
 
 
 def test_paper_schedule():

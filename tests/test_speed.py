@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_repro import runtime
 from resnet_repro.errors import UserError
-from resnet_repro.models import build_model
+from resnet_repro.nets.models import build_model
+from resnet_repro.training import runtime
 
 CPU = torch.device("cpu")
 

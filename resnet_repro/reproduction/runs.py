@@ -14,9 +14,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .errors import UserError
-from .records import read_metrics
-from .units import UnitOptions
+from ..errors import UserError
+from ..nets.units import UnitOptions
+from ..training.records import METRICS, read_metrics
 
 # The metric names of metrics.jsonl and summary.json that the figures and tables use.
 TRAIN_ERROR, TRAIN_LOSS, TEST_ERROR = "train_error", "train_loss", "test_error"
@@ -195,7 +195,7 @@ def read_run(path: Path) -> Run:
         config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
         if not isinstance(config, dict) or not {"model", "data", "schedule"} <= config.keys():
             raise ValueError("no model, data or schedule in it")
-        metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
+        metrics = read_metrics(path) if (path / METRICS).exists() else []
         summary_path = path / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     except (OSError, ValueError) as e:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError, check_keys
-from .files import atomic_save, printable, remove_stale_writes
+from ..errors import UserError, check_keys
+from ..training.files import atomic_save, printable, remove_stale_writes
 from .folders import class_folders, load_folder, open_rgb
 
 

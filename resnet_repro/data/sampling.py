@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import torch
 
-from .distributed import World
-from .errors import UserError
+from ..errors import UserError
+from ..training.distributed import World
 
 
 class EpochPlan:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .errors import UserError
+from ..errors import UserError
 from .units import BLOCKS, ResidualUnit, UnitOptions
 
 WIDTHS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512)}

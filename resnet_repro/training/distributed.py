@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .errors import UserError
-from .models import ResNet
+from ..errors import UserError
+from ..nets.models import ResNet
 
 
 def response_layers(model: ResNet) -> list[nn.BatchNorm2d]:

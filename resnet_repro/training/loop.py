@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.sampling import EpochPlan
+from ..errors import UserError
 from .distributed import ALONE, World
-from .errors import UserError
 from .records import NullRecord, RunRecord
-from .sampling import EpochPlan
 from .schedule import StepSchedule
 
 

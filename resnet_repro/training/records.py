@@ -16,6 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .files import BEFORE, RunLock, made_here
 
 log = logging.getLogger("resnet_repro")
+METRICS = "metrics.jsonl"  # a run's records: one JSON object per logged step
 
 
 class RunRecord:
@@ -28,7 +29,7 @@ class RunRecord:
     """
 
     def __init__(self, run_dir: Path, start_iteration: int, iterations: int):
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.metrics_path = run_dir / METRICS
         truncate_after(self.metrics_path, start_iteration)
         self.metrics = open(self.metrics_path, "a")
         self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_iteration + 1)
@@ -125,9 +126,10 @@ def truncate_after(path: Path, iteration: int) -> None:
     path.write_text("".join(kept))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of metrics.jsonl; a last line cut short by a crash is left out."""
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+def read_metrics(run_dir: Path) -> list[dict]:
+    """A run's records (its metrics.jsonl); a last line cut short by a crash is left out."""
+    path = Path(run_dir) / METRICS
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     records = []
     for i, line in enumerate(lines):
         try:
@@ -160,11 +162,7 @@ def code_version() -> str:
 
 def write_summary(run_dir: Path, facts: dict, last: dict, wall_time: float) -> None:
     """summary.json: the final record, what was trained (facts: with which code), how fast."""
-    speeds = sorted(
-        r["images_per_sec"]
-        for r in read_metrics(run_dir / "metrics.jsonl")
-        if "images_per_sec" in r
-    )
+    speeds = sorted(r["images_per_sec"] for r in read_metrics(run_dir) if "images_per_sec" in r)
     summary = {
         **facts,
         **{k: v for k, v in last.items() if k != "images_per_sec"},

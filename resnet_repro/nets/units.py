@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 BLOCKS = {"basic": 1, "bottleneck": 4}  # block -> expansion of the output channels
 SHORTCUTS = ("A", "B", "C", "none")

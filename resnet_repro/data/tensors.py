@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from .distributed import ALONE, World
+from ..training.distributed import ALONE, World
 from .sampling import EpochPlan, common_batches, shard
 
 PAD = 4

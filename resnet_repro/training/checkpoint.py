@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger("resnet_repro")
 LAST, PREVIOUS = "last.pt", "previous.pt"

@@ -15,10 +15,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from .batches import Normalize
-from .errors import UserError
-from .files import printable, unreadable
+from ..errors import UserError
+from ..training.files import printable, unreadable
 from .sampling import EpochPlan, common_batches, shard
+from .tensors import Normalize
 
 # torchvision's ImageNet statistics, on the 0-255 scale; used for every image folder.
 MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255

@@ -8,8 +8,8 @@ import sys
 
 import torch
 
+from ..errors import UserError
 from .distributed import ALONE, World
-from .errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # `compile: auto` compiles GPU runs of at least this many iterations: compiling takes a minute
