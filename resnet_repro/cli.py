@@ -1,40 +1,25 @@
-"""`resnet-train`: the only module that reads the Hydra config."""
+"""`resnet-train`: the command line, Hydra's app, and how a run ends. The only module that
+reads the Hydra config: it becomes Settings once (arguments), and run.py takes it from there."""
 
 import importlib.util
 import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from .data import class_count, load_dataset
-from .data.folders import MEAN, STD, FolderBatches, FolderData, FolderEval
-from .data.sampling import EpochPlan
-from .data.tensors import EvalBatches, Normalize, TrainBatches, channel_stats
-from .errors import UserError
-from .nets.models import build_model, count_flops, count_parameters
-from .reproduction.runs import what_it_trains
-from .settings import CONF_DIR, Settings, arguments, check_overrides, make_schedule, stop_signals
+from . import settings
+from .commandline import CONF_DIR, check_overrides
+from .errors import HandedOn, UserError
+from .run import run
+from .settings import Settings, stop_signals
 from .training import checkpoint, distributed, runtime
-from .training.distributed import World
-from .training.files import RunLock, claim, made_here, note_before
-from .training.loop import Diverged, Interrupted, Training, evaluate_all, train
-from .training.records import (
-    NullRecord,
-    RunRecord,
-    code_version,
-    commit_hydra_files,
-    remove_if_empty,
-    remove_if_untouched,
-    staging_dir,
-    write_summary,
-)
-from .training.schedule import StepSchedule
+from .training.files import RunLock, claim, made_here, note_before, run_name
+from .training.loop import Diverged, Interrupted
+from .training.records import remove_if_empty, remove_if_untouched, staging_dir
 from .usage import usage
 
 log = logging.getLogger("resnet_repro")
@@ -61,7 +46,7 @@ OmegaConf.register_new_resolver(
 
 
 def run_dir(folder: str, clock: str, overrides: str | None = None) -> str:
-    return f"{folder}/{distributed.run_name(clock, overrides)}"
+    return f"{folder}/{run_name(clock, overrides)}"
 
 
 def noted(path: str) -> str:
@@ -75,7 +60,6 @@ def noted(path: str) -> str:
 # stopped by a signal (Ctrl-C, SIGTERM, preemption) with a checkpoint saved: run the same
 # command to resume.
 DONE, FAULT, MISTAKE, STOPPED = 0, 1, 2, 130
-GROUPS = ("model", "data", "optim", "schedule")  # what a run trains, as config groups
 # Hydra's modes, of which a command line may give one
 MODES = {
     "--run": ("--run", "-r"),
@@ -141,8 +125,8 @@ def train_app(cfg: DictConfig) -> None:
     code, message = DONE, None
     try:
         # Everything a user can get wrong in the config is checked before anything is written.
-        settings = arguments(cfg)
-        device = runtime.select_device(cfg.trainer.device, world)
+        s = arguments(cfg, HydraConfig.get().runtime.choices.get("model"))
+        device = runtime.select_device(s.trainer.device, world)
         world, started = distributed.start(world, device), True
         # Hydra made a run directory in every process, named by each one's own clock: rank 0's
         # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
@@ -154,7 +138,7 @@ def train_app(cfg: DictConfig) -> None:
             claim(run_dir)
         with world.main_first():  # rank 0 locks the run directory; its refusal stops all
             lock = lock_run_dir(run_dir) if world.is_main else None
-        run(cfg, settings, device, world, run_dir, stop)
+        run(s, device, world, run_dir, stop)
     except UserError as e:
         if world.is_main:
             if lock is not None:  # remove_if_untouched takes it itself
@@ -162,7 +146,7 @@ def train_app(cfg: DictConfig) -> None:
                 lock = None
             remove_if_untouched(run_dir)  # and this process's staged .hydra/ files in any case
         # The config is the same on every rank, and rank 0 hands on what it finds: say it once.
-        said = world.is_main or (started and not getattr(e, "handed_on", False))
+        said = world.is_main or (started and not isinstance(e, HandedOn))
         code, message = MISTAKE, str(e) if said else None
     except (Interrupted, KeyboardInterrupt, Diverged, checkpoint.SaveFailed, OSError) as e:
         code, message = ending(e, run_dir)
@@ -238,221 +222,7 @@ def lock_run_dir(run_dir: Path) -> RunLock:
         ) from None
 
 
-def run(
-    cfg: DictConfig,
-    s: Settings,
-    device: torch.device,
-    world: World,
-    run_dir: Path,
-    stop: runtime.StopFlag,
-) -> None:
-    tr = cfg.trainer
-    runtime.configure(device, tr.threads)
-    precision = runtime.choose_precision(device, tr.precision)
-    model, data, batches, eval_sets, schedule = build(cfg, s, device, world)
-    identity = experiment_identity(cfg, schedule, data)
-    ckpt_dir = run_dir / "checkpoints"
-    # Rank 0 reads the checkpoint and hands it on: the other ranks (other nodes) need not see
-    # the run directory, and all agree on whether there is anything left to do.
-    ckpt = world.share_from_main(lambda: resume_point(ckpt_dir, identity, schedule.iterations))
-    if ckpt == "finished":
-        if world.is_main:  # what it trained is the checkpoint's: an edit of config.yaml goes
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        log.info(
-            f"{run_dir} finished all {schedule.iterations} iterations already; see "
-            f"{run_dir}/summary.json"
-        )
-        return
-    train_model = world.wrap(model, device, tr.sync_bn)
-    optimizer = runtime.sgd(model.parameters(), device, **s.optim)
-    scaler = runtime.grad_scaler(device, precision)
-    start = checkpoint.restore(ckpt, model, optimizer, scaler, world, device) if ckpt else 0
-    if world.rank and not ckpt:  # each rank its own stream for dropout shortcuts
-        torch.manual_seed(tr.seed * 1_000_003 + world.rank)
-    compiled = runtime.choose_compile(
-        tr.compile,
-        device,
-        schedule.iterations - start,
-        s.model.get("checkpointing", False),
-        s.model["depth"],
-        tr.sync_bn,
-    )
-    facts = describe(cfg, model, data, device) | {
-        "precision": precision,
-        "channels_last": tr.channels_last,
-        "compile": compiled,
-        "world_size": world.size,
-        "launcher": world.launcher,
-        "hardware": runtime.hardware(device),
-        "code_version": code_version(),  # the code this leg of the run started with
-        # the groups as trained: the figure and table scripts trust these over config.yaml
-        "settings": {g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS},
-    }
-    if world.is_main:  # the settings are accepted: the run directory describes them now
-        commit_hydra_files(run_dir)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    announce(facts, world, run_dir, start)
-    wall_before, t0 = (ckpt or {}).get("wall_time", 0.0), time.time()
-
-    def save(iteration: int, pending: dict | None = None) -> None:
-        """One file for the whole run, written by rank 0: the bare model's state (torchvision's
-        names, no DDP `module.` prefix) and every rank's RNG state, rank 0's first, and a
-        record whose evaluation a stop cut short. A failed write stops every rank."""
-        rng = world.gather_objects(checkpoint.rng_state(device))  # every rank takes part
-        failed = None
-        if world.is_main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "iteration": iteration,
-                "config": identity,
-                "wall_time": wall_before + time.time() - t0,
-                "rng": rng[0],
-                "rng_ranks": rng,
-                "pending_record": pending,
-            }
-            try:
-                checkpoint.save_checkpoint(ckpt_dir, state)
-            except checkpoint.SaveFailed as e:
-                failed = e
-        failed = world.broadcast_object(failed)
-        if failed is not None:
-            raise failed
-
-    autocast = runtime.autocast(device, precision)
-    record = RunRecord(run_dir, start, schedule.iterations) if world.is_main else NullRecord()
-    training = Training(
-        model=model,
-        train_model=train_model,
-        compiled=runtime.compile_model(train_model, s.model["depth"]) if compiled else None,
-        world=world,
-        optimizer=optimizer,
-        scaler=scaler,
-        autocast=autocast,
-        schedule=schedule,
-        batches=batches,
-        eval_sets=eval_sets,
-        record=record,
-        save=save,
-        stop_requested=stop,
-        log_every=tr.log_every,
-        eval_every=tr.eval_every,
-        ckpt_every=tr.ckpt_every,
-        pending=(ckpt or {}).get("pending_record"),
-    )
-    try:
-        last = train(training, start)
-    except Interrupted:
-        stop.forward()  # after the checkpoint: submitit's handler requeues the job
-        raise
-    finally:
-        record.close()
-    if not any(f"{name}_error" in last for name in eval_sets):  # finished, summary unwritten
-        last |= evaluate_all(model, eval_sets, autocast, world)
-    if world.distributed:
-        facts["replicas_identical"] = world.replicas_identical(model)
-    if world.is_main:
-        write_summary(run_dir, facts, last, wall_before + time.time() - t0)
-
-
-def build(cfg: DictConfig, s: Settings, device: torch.device, world: World):
-    """The model on its device, the data, this rank's batches and the schedule."""
-    if cfg.trainer.sync_bn and device.type != "cuda":
-        raise UserError(
-            "trainer.sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU implementation); "
-            "leave it false for per-rank BatchNorm statistics, as [R1] trained."
-        )
-    torch.manual_seed(cfg.trainer.seed)  # the same initial weights on every rank
-    model = build_model(**s.model, num_classes=class_count(**s.data))
-    with world.main_first():  # one rank downloads or decodes, the others read its cache
-        data = load_dataset(**s.data)
-    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    batches, eval_sets = batch_sources(cfg, data, device, world, memory_format)
-    schedule = make_schedule(cfg, s.schedule, batches.steps_per_epoch)
-    return model, data, batches, eval_sets, schedule
-
-
-def announce(facts: dict, world: World, run_dir: Path, start: int) -> None:
-    log.info(
-        f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
-        f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on "
-        f"{facts['data']}, {world.size} x {facts['device']}, {facts['precision']}"
-        f"{', compiled' if facts['compile'] else ''}; run directory {run_dir}"
-        + (f"; resuming from iteration {start}" if start else "")
-    )
-    cpu = facts["device"] == "cpu"
-    if cpu and facts["precision"] == "fp32" and facts["hardware"]["cpu_bf16"]:
-        log.info(
-            "This CPU computes bf16 natively: trainer.precision=bf16 may train much faster "
-            "here (see docs/speed.md)."
-        )
-
-
-def resume_point(ckpt_dir: Path, identity: dict, iterations: int) -> dict | str | None:
-    """The checkpoint to resume from, None to start, or "finished"."""
-    ckpt = checkpoint.latest(ckpt_dir)
-    if ckpt is None:
-        return None
-    run_dir = ckpt_dir.parent
-    checkpoint.check_same_experiment(ckpt.get("config"), identity, run_dir)
-    if ckpt["iteration"] >= iterations and (run_dir / "summary.json").exists():
-        return "finished"
-    return ckpt
-
-
-def batch_sources(cfg: DictConfig, data, device: torch.device, world: World, memory_format):
-    """This rank's training batches and evaluation shards, for tensor data (CIFAR) or image
-    folders; data.batch_size is the global batch."""
-    n = len(data.train) if isinstance(data, FolderData) else len(data.train_labels)
-    plan = EpochPlan(n, cfg.data.batch_size, cfg.trainer.seed, world)
-    eval_batch = cfg.trainer.eval_batch_size
-    if isinstance(data, FolderData):
-        normalize = Normalize(MEAN, STD, device, memory_format)
-        return (
-            FolderBatches(data, plan, normalize, device),
-            {"val": FolderEval(data, eval_batch, normalize, device, world)},
-        )
-    normalize = Normalize(*channel_stats(data.train_images), device, memory_format)
-    batches = TrainBatches(
-        data.train_images, data.train_labels, plan, normalize, device, cfg.data.augment
-    )
-    splits = {
-        "val": (data.val_images, data.val_labels),
-        "test": (data.test_images, data.test_labels),
-    }
-    return batches, {
-        name: EvalBatches(x, y, eval_batch, normalize, device, world)
-        for name, (x, y) in splits.items()
-        if x is not None
-    }
-
-
-def experiment_identity(cfg: DictConfig, schedule: StepSchedule, data) -> dict:
-    """What must not change between a run and its resumption: data.root may move, but the
-    data it holds must be the same (two sweeps of one second shared a folder)."""
-    return {
-        "model": what_it_trains("model", OmegaConf.to_container(cfg.model)),
-        "data": what_it_trains("data", OmegaConf.to_container(cfg.data)),
-        "optim": OmegaConf.to_container(cfg.optim),
-        "schedule": vars(schedule),
-        "seed": cfg.trainer.seed,
-        "data_fingerprint": data.fingerprint(),
-    }
-
-
-def describe(cfg: DictConfig, model: torch.nn.Module, data, device) -> dict:
-    """What was trained, for the log and summary.json."""
-    image_size = data.image_size
-    return {
-        "model": HydraConfig.get().runtime.choices.get("model"),
-        "tags": list(cfg.get("tags") or []),
-        **OmegaConf.to_container(cfg.model),
-        "data": cfg.data.name,
-        "parameters": count_parameters(model),
-        "flops": count_flops(model, image_size),  # multiply-adds per image, as [R1] counts
-        "image_size": image_size,
-        "device": str(device),
-    }
+def arguments(cfg: DictConfig, model_name: str | None = None) -> Settings:
+    """The composed config as Settings: the only reading of it (what runs below gets plain
+    values). model_name: the model preset chosen, which Hydra knows and the config does not."""
+    return settings.from_config(OmegaConf.to_container(cfg, resolve=True), model_name)

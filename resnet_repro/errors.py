@@ -9,6 +9,11 @@ class UserError(Exception):
     """
 
 
+class HandedOn(UserError):
+    """Rank 0's mistake, raised on another rank so that no rank waits for one that stopped.
+    Rank 0 reports it; the other ranks say nothing more."""
+
+
 def check_keys(fn, group: str, kwargs: dict) -> None:
     """A config group's keys are fn's arguments: name any it does not take, and the ones it does."""
     try:

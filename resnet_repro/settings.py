@@ -1,41 +1,78 @@
 """Every setting a user can get wrong, checked in one place before anything is written.
 
-`check_overrides` reads the command line before Hydra does, to name the setting a typo was
-meant to be; `arguments` checks the composed config, value by value, against RULES and turns
-the groups into constructor arguments. What can only be checked against the data (a validation
+`from_config` checks the composed config (as plain values: cli.py reads Hydra's config, nothing
+else does), value by value, against RULES and turns it into Settings: the groups as constructor
+arguments and the trainer's values. What can only be checked against the data (a validation
 split as large as the training set) or the model's arithmetic (depth 6n+2) is checked there,
-with messages of the same form.
+with messages of the same form. The command line itself is checked before Hydra reads it
+(commandline.py).
 """
 
-import difflib
+import dataclasses
 import math
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .commandline import close_to
 from .errors import UserError, check_keys
 from .nets.models import build_model
 from .training.runtime import PRECISIONS
 from .training.schedule import StepSchedule
 
-# The configs: resnet_repro/conf in an installed wheel (pyproject.toml puts them there), else
-# conf/ at the top of the checkout (an editable install, as the Makefile makes). Hydra would read
-# a relative path as a Python package, so it is given the absolute folder.
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+@dataclass(frozen=True)
+class Trainer:
+    """config.yaml's trainer section: how a run trains, not what it trains."""
+
+    device: str
+    precision: str
+    channels_last: bool
+    compile: bool | str
+    sync_bn: bool
+    seed: int
+    threads: int | None
+    log_every: int
+    eval_every: int
+    ckpt_every: int
+    eval_batch_size: int
+    stop_signals: tuple  # of signal.Signals
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The config groups as constructor arguments, checked."""
+    """A run's settings, checked: the groups as constructor arguments (build_model,
+    load_dataset, torch.optim.SGD, StepSchedule) and the trainer's values."""
 
-    data: dict
     model: dict
+    data: dict  # without batch_size, which is the schedule's and the sampler's
     optim: dict
-    schedule: dict
+    schedule: dict  # warmup_iterations resolved
+    batch_size: int  # the global batch, over all ranks
+    trainer: Trainer
+    config: dict  # the whole config, resolved, as config.yaml records it
+    model_name: str | None = None  # the model preset chosen (resnet56), if any
+
+    @property
+    def groups(self) -> dict:
+        """The groups as given: what the run trains, for its identity and summary.json."""
+        return {g: self.config[g] for g in GROUPS}
+
+    @property
+    def tags(self) -> list:
+        return list(self.config.get("tags") or [])
+
+    def make_schedule(self, steps_per_epoch: int) -> StepSchedule:
+        """The lr schedule; an ImageNet schedule in epochs needs the data's steps per epoch."""
+        if "epochs" in self.schedule:
+            return StepSchedule.from_epochs(
+                self.optim["lr"],
+                steps_per_epoch=steps_per_epoch,
+                batch_size=self.batch_size,
+                **self.schedule,
+            )
+        return StepSchedule(lr=self.optim["lr"], **self.schedule)
 
 
 @dataclass(frozen=True)
@@ -157,55 +194,65 @@ EXAMPLES = {
     "model.shortcut_scale": "[R2] table 1 uses 0.5",
 }
 SIGNALS = {s.name for s in signal.Signals} - {"SIGKILL", "SIGSTOP"}
+GROUPS = ("model", "data", "optim", "schedule")  # what a run trains, as config groups
 
 
-def check_values(cfg: DictConfig) -> None:
+def check_values(config: dict) -> None:
     """Every value of RULES, the milestones, the stop signals and the keys of the config's
     own sections; the first wrong one is reported."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = sorted(missing_keys(config))
     if missing:
         example = {"data.root": "data.root=/data/imagenet", "model.depth": "model.depth=56"}
         raise UserError(
             f"{', '.join(missing)} must be given (the config leaves it unset): add "
             f"{example.get(missing[0], missing[0] + '=...')} to the command."
         )
-    unknown = sorted(set(cfg) - {"model", "data", "optim", "schedule", "trainer", "tags"})
-    trainer_keys = set(OmegaConf.load(CONF_DIR / "config.yaml").trainer)  # +trainer.x= is refused
-    unknown += sorted(f"trainer.{k}" for k in set(cfg.trainer) - trainer_keys)
+    unknown = sorted(set(config) - {*GROUPS, "trainer", "tags"})
+    trainer_keys = {f.name for f in dataclasses.fields(Trainer)}  # +trainer.x= is refused
+    unknown += sorted(f"trainer.{k}" for k in set(config["trainer"]) - trainer_keys)
     if unknown:
         hint = close_to(unknown[0])
         raise UserError(f"{unknown[0]} is not a setting of resnet-train{hint or '.'}")
     for key, rule in RULES.items():
         group, name = key.split(".")
-        if name not in cfg[group]:
+        if name not in config[group]:
             continue
-        value = cfg[group][name]
+        value = config[group][name]
         if key == "trainer.device" and isinstance(value, str) and value.startswith("cuda:"):
             continue  # checked with the GPUs it names (runtime.select_device)
         if not rule.allows(value):
             hint = f" ({EXAMPLES[key]})" if key in EXAMPLES else ""
             raise UserError(f"{key}={value!r} must be {rule.describe()}{hint}.")
-    check_milestones(cfg.schedule)
-    stop_signals(cfg.trainer.stop_signals)
+    check_milestones(config["schedule"])
 
 
-def check_milestones(schedule: DictConfig) -> None:
+def missing_keys(config: dict, prefix: str = "") -> list[str]:
+    """The keys a config leaves unset (Hydra's ???)."""
+    out = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out += missing_keys(value, f"{prefix}{key}.")
+        elif value == "???":
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def check_milestones(schedule: dict) -> None:
     unit = "epochs" if "epochs" in schedule else "iterations"
-    m = schedule.milestones
-    ok = isinstance(m, ListConfig) and all(
+    m = schedule["milestones"]
+    ok = isinstance(m, list) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in m
     )
-    if not ok or list(m) != sorted(set(m)):
-        shown = OmegaConf.to_container(m) if isinstance(m, ListConfig) else m
+    if not ok or m != sorted(set(m)):
         raise UserError(
-            f"schedule.milestones={shown!r} must be a list of {unit}, whole numbers >= 1 in "
+            f"schedule.milestones={m!r} must be a list of {unit}, whole numbers >= 1 in "
             f"increasing order, at which the lr is multiplied by gamma ([R1]: [32000,48000])."
         )
 
 
 def stop_signals(names) -> tuple[signal.Signals, ...]:
     """trainer.stop_signals as signals: names such as SIGTERM (or TERM)."""
-    if not isinstance(names, ListConfig | list | tuple):
+    if not isinstance(names, list | tuple):
         names = [names]
     out = []
     for name in names:
@@ -219,16 +266,20 @@ def stop_signals(names) -> tuple[signal.Signals, ...]:
     return tuple(out)
 
 
-def arguments(cfg: DictConfig) -> Settings:
-    """The groups as constructor arguments, checked: unknown keys and bad values stop here."""
-    check_values(cfg)
-    data_args = OmegaConf.to_container(cfg.data, resolve=True)
-    data_args.pop("batch_size")
-    model_args = OmegaConf.to_container(cfg.model, resolve=True)
+def from_config(config: dict, model_name: str | None = None) -> Settings:
+    """The composed config (resolved, as plain values) as Settings: unknown keys and bad values
+    stop here."""
+    check_values(config)
+    trainer = Trainer(
+        **config["trainer"] | {"stop_signals": stop_signals(config["trainer"]["stop_signals"])}
+    )
+    data_args = dict(config["data"])
+    batch_size = data_args.pop("batch_size")
+    model_args = dict(config["model"])
     check_keys(build_model, "model", model_args)
-    optim_args = OmegaConf.to_container(cfg.optim, resolve=True)
+    optim_args = dict(config["optim"])
     check_keys(torch.optim.SGD, "optim", optim_args)
-    schedule_kwargs = OmegaConf.to_container(cfg.schedule, resolve=True)
+    schedule_kwargs = dict(config["schedule"])
     if schedule_kwargs["warmup_iterations"] == "auto":
         # [R1] 4.2 warms up ResNet-110 (lr 0.01 until train error < 80%, ~400 iterations), and
         # notes that 0.1 is too large for it to start converging; deeper CIFAR nets likewise.
@@ -237,108 +288,13 @@ def arguments(cfg: DictConfig) -> Settings:
     schedule_kwargs["milestones"] = tuple(schedule_kwargs["milestones"])
     by_epochs = "epochs" in schedule_kwargs
     check_keys(StepSchedule.from_epochs if by_epochs else StepSchedule, "schedule", schedule_kwargs)
-    return Settings(data_args, model_args, optim_args, schedule_kwargs)
-
-
-def make_schedule(cfg: DictConfig, kwargs: dict, steps_per_epoch: int) -> StepSchedule:
-    if "epochs" in kwargs:
-        return StepSchedule.from_epochs(
-            cfg.optim.lr, steps_per_epoch=steps_per_epoch, batch_size=cfg.data.batch_size, **kwargs
-        )
-    return StepSchedule(lr=cfg.optim.lr, **kwargs)
-
-
-# --- the command line, before Hydra reads it ---------------------------------------------------
-
-
-def known_names(conf_dirs: list[Path]) -> dict[str, set[str]]:
-    """Each top-level name a command line may set (config groups, sections of config.yaml), and
-    the keys below it: for a group, the keys of all its options in every config folder."""
-    names: dict[str, set[str]] = {}
-    top = OmegaConf.load(conf_dirs[0] / "config.yaml")
-    for key, value in top.items():
-        if key != "defaults":
-            names[str(key)] = set(value) if isinstance(value, DictConfig) else set()
-    for group in groups(conf_dirs):
-        keys = names.setdefault(group, set())
-        for option in options(conf_dirs, group).values():
-            content = OmegaConf.load(option)
-            if isinstance(content, DictConfig) and group != "experiment":
-                keys |= {str(k) for k in content if k != "defaults"}
-    return names  # experiment's files are global (no keys below it): experiment.x is no setting
-
-
-def groups(conf_dirs: list[Path]) -> list[str]:
-    return sorted(
-        {g.name for d in conf_dirs if d.is_dir() for g in d.iterdir() if g.is_dir()} - {"hydra"}
+    return Settings(
+        model=model_args,
+        data=data_args,
+        optim=optim_args,
+        schedule=schedule_kwargs,
+        batch_size=batch_size,
+        trainer=trainer,
+        config=config,
+        model_name=model_name,
     )
-
-
-def options(conf_dirs: list[Path], group: str) -> dict[str, Path]:
-    """A group's options by name; the package's own come first, as on Hydra's search path."""
-    found: dict[str, Path] = {}
-    for d in conf_dirs:
-        for p in sorted((d / group).glob("*.yaml")):
-            found.setdefault(p.stem, p)
-    return found
-
-
-def config_dirs(argv: list[str]) -> list[Path]:
-    """The package's conf/ and the folders of a command line's --config-dir (-cd): a user's own
-    experiment files, added to Hydra's search path without editing the package."""
-    dirs = [CONF_DIR]
-    for i, arg in enumerate(argv):
-        flag, eq, value = arg.partition("=")
-        if flag in ("--config-dir", "-cd"):
-            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
-            dirs.append(Path(value).expanduser().resolve())
-    return dirs
-
-
-def close_to(key: str, conf_dirs: list[Path] = (CONF_DIR,)) -> str:
-    """'; did you mean ...?' for a key close to one that exists (a dotted key for a dotted
-    one), else ''."""
-    names = known_names(list(conf_dirs))
-    if "." in key:
-        every = [f"{top}.{sub}" for top, subs in names.items() for sub in subs]
-    else:
-        every = list(names)
-    return did_you_mean(key, every)
-
-
-def did_you_mean(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]}?" if match else ""
-
-
-def check_overrides(argv: list[str]) -> None:
-    """A command-line key that names no group and no setting, or an option a group does not
-    have: say which one it is close to. (Hydra would suggest adding the key with +, which is
-    never what a typo needs, and reports an option it cannot find with its internals.)"""
-    dirs = config_dirs(argv)
-    for d in dirs[1:]:
-        if not d.is_dir():
-            raise UserError(f"--config-dir {d}: there is no such folder.")
-    names = known_names(dirs)
-    for arg in argv:
-        if "=" not in arg or arg.startswith(("-", "+", "~", "hydra")):
-            continue
-        key, value = arg.split("=", 1)
-        key = key.split("@", 1)[0]
-        if "/" in key:
-            continue
-        top, _, sub = key.partition(".")
-        sub = sub.split(".", 1)[0]
-        if top not in names or (sub and names[top] and sub not in names[top]):
-            raise UserError(
-                f"{arg}: {key} is neither a setting nor a config group{close_to(key, dirs)} "
-                f"(groups: {', '.join(groups(dirs))}; every setting: resnet-train --cfg job)."
-            )
-        if not sub and top in groups(dirs) and not any(c in value for c in "()*${"):
-            known = sorted(options(dirs, top))
-            for choice in value.split(","):  # a sweep: model=resnet20,resnet56
-                if choice not in known and choice != "null":
-                    raise UserError(
-                        f"{arg}: {top} has no option {choice}{did_you_mean(choice, known)} "
-                        f"(options: {', '.join(known)})."
-                    )

@@ -25,7 +25,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from resnet_repro.cli import CONF_DIR, arguments
+from resnet_repro.cli import arguments
+from resnet_repro.commandline import CONF_DIR
 from resnet_repro.data import class_count
 from resnet_repro.nets.models import build_model, count_flops
 from resnet_repro.usage import sweep_grid

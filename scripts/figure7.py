@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from report import COLOURS, run_script, save_figure  # noqa: E402
 
 from resnet_repro.data import class_count, load_dataset  # noqa: E402
-from resnet_repro.data.tensors import EvalBatches, Normalize, channel_stats  # noqa: E402
+from resnet_repro.data.tensors import EvalBatches  # noqa: E402
 from resnet_repro.errors import UserError  # noqa: E402
 from resnet_repro.nets.models import build_model  # noqa: E402
 from resnet_repro.reproduction.responses import layer_responses  # noqa: E402
@@ -35,8 +35,8 @@ def test_batches(config: dict, data_root: str | None) -> EvalBatches:
     if "download" in data_args:
         data_args["download"] = False  # a figure reads the data the runs trained on
     data = load_dataset(**data_args)
-    normalize = Normalize(*channel_stats(data.train_images), torch.device("cpu"))
-    return EvalBatches(data.test_images, data.test_labels, 500, normalize, torch.device("cpu"))
+    _, eval_sets = data.sources(128, 0, 500, torch.device("cpu"))  # as the runs normalised
+    return eval_sets["test"]
 
 
 def responses(run, batches) -> list[float]:

@@ -3,8 +3,9 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 
+from resnet_repro.data.images import Normalize
 from resnet_repro.data.sampling import EpochPlan
-from resnet_repro.data.tensors import EvalBatches, Normalize, TrainBatches, channel_stats
+from resnet_repro.data.tensors import EvalBatches, TrainBatches, channel_stats
 from resnet_repro.training.distributed import ALONE
 
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY, run_cli
 
 from resnet_repro.errors import UserError
-from resnet_repro.training import checkpoint
+from resnet_repro.training import checkpoint, files
 from resnet_repro.training.records import read_metrics
 
 MARKER = Path("/tmp/resnet_repro_checkpoint_ran_code")
@@ -137,7 +137,7 @@ def test_a_failed_save_leaves_the_checkpoints_and_no_temporary_file(tmp_path, mo
             self.f.write(bytes(data)[:1000])  # part of the file is there when the disk fills
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
+    monkeypatch.setattr(files, "open", FullDisk, raising=False)
     with pytest.raises(checkpoint.SaveFailed) as e:
         checkpoint.save_checkpoint(tmp_path, state(30))
     assert e.value.reason == "No space left on device"

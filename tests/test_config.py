@@ -5,7 +5,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from resnet_repro.cli import CONF_DIR, arguments, make_schedule
+from resnet_repro.cli import arguments
+from resnet_repro.commandline import CONF_DIR
 from resnet_repro.data import class_count
 from resnet_repro.nets.models import build_model
 
@@ -82,7 +83,7 @@ def test_imagenet_schedule_counts_epochs_and_scales_lr_with_batch():
         "schedule=imagenet",
         "data.batch_size=512",
     )
-    schedule = make_schedule(cfg, arguments(cfg).schedule, steps_per_epoch=2503)
+    schedule = arguments(cfg).make_schedule(steps_per_epoch=2503)
     assert schedule.lr == pytest.approx(0.2)  # 0.1 per 256 images, scaled linearly
     assert schedule.iterations == 90 * 2503
     assert schedule.milestones == (30 * 2503, 60 * 2503) and schedule.warmup_iterations == 0

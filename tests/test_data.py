@@ -11,6 +11,7 @@ from fixtures import UNREADABLE, damage, make_archive, write_image_folder, write
 from PIL import Image
 
 from resnet_repro import data
+from resnet_repro.data import cache, cifar
 from resnet_repro.errors import UserError
 
 
@@ -59,7 +60,7 @@ def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, monkeypatc
     def fail(*_):
         raise AssertionError("the source was decoded again although the cache is valid")
 
-    monkeypatch.setattr(data, "read_python_version", fail)
+    monkeypatch.setattr(cifar, "read_python_version", fail)
     again = data.load_dataset("cifar10", root=str(tmp_path), download=False)
     assert torch.equal(again.train_images, first.train_images)
 
@@ -71,7 +72,7 @@ def test_cache_is_used_then_rebuilt_when_the_source_changes(tmp_path, monkeypatc
 def test_cache_goes_to_user_cache_when_data_folder_is_read_only(tmp_path, monkeypatch):
     write_python_version(tmp_path / "data")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(cache.os, "access", lambda path, mode: False)
     data.load_dataset("cifar10", root=str(tmp_path / "data"), download=False)
     assert not list((tmp_path / "data").rglob(".resnet_repro*"))
     assert len(list((tmp_path / "cache" / "resnet_repro").glob("cifar10_*.pt"))) == 1
@@ -298,6 +299,6 @@ def test_a_cache_that_cannot_be_written_anywhere_is_skipped(tmp_path, monkeypatc
     def read_only(obj, path):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(data, "atomic_save", read_only)
+    monkeypatch.setattr(cache, "atomic_save", read_only)
     check_same(load10(tmp_path), written)
     assert "Cannot write the data cache" in caplog.text and "Permission denied" in caplog.text

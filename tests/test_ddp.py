@@ -16,8 +16,9 @@ from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, assert_same_end, launch
 from fixtures import write_jpeg_folder
 
 from resnet_repro.data import load_dataset
+from resnet_repro.data.images import Normalize
 from resnet_repro.data.sampling import EpochPlan
-from resnet_repro.data.tensors import EvalBatches, Normalize, TrainBatches, channel_stats
+from resnet_repro.data.tensors import EvalBatches, TrainBatches, channel_stats
 from resnet_repro.nets.models import build_model
 from resnet_repro.training import files
 from resnet_repro.training.distributed import ALONE, World

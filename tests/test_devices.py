@@ -9,7 +9,8 @@ from torch import nn
 
 from resnet_repro.errors import UserError
 from resnet_repro.training import checkpoint, distributed, runtime
-from resnet_repro.training.distributed import ALONE, World, run_name, tasks_on_node, world_from_env
+from resnet_repro.training.distributed import ALONE, World, tasks_on_node, world_from_env
+from resnet_repro.training.files import run_name
 from resnet_repro.training.loop import evaluate
 
 GPU = torch.device("cuda", 0)  # a choice only: nothing is put on it

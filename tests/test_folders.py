@@ -8,9 +8,9 @@ from fixtures import UNREADABLE, damage, write_jpeg_folder
 from PIL import Image
 
 from resnet_repro.data import class_count, load_dataset
-from resnet_repro.data.folders import MEAN, STD, FolderBatches, FolderEval
+from resnet_repro.data.folders import FolderBatches, FolderEval
+from resnet_repro.data.images import MEAN, STD, Normalize
 from resnet_repro.data.sampling import EpochPlan
-from resnet_repro.data.tensors import Normalize
 from resnet_repro.errors import UserError
 from resnet_repro.training.distributed import World
 from resnet_repro.training.loop import evaluate

@@ -42,7 +42,7 @@ def test_an_installed_wheel_trains_from_any_directory(tmp_path):
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the editable install
     where = subprocess.run(
-        [sys.executable, "-c", "from resnet_repro import settings; print(settings.CONF_DIR)"],
+        [sys.executable, "-c", "from resnet_repro import commandline; print(commandline.CONF_DIR)"],
         cwd=elsewhere,
         env=env,
         capture_output=True,

@@ -4,8 +4,9 @@ that names the key and what is allowed; typos name the key they are close to."""
 import pytest
 from hydra import compose, initialize_config_dir
 
+from resnet_repro.cli import arguments
+from resnet_repro.commandline import CONF_DIR, check_overrides
 from resnet_repro.errors import UserError
-from resnet_repro.settings import CONF_DIR, arguments, check_overrides
 
 
 def load(*overrides):

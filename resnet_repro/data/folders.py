@@ -12,17 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..errors import UserError
-from ..training.files import printable, unreadable
+from ..training.distributed import ALONE
+from .images import MEAN, STD, Normalize, class_names, read_image
 from .sampling import EpochPlan, common_batches, shard
-from .tensors import Normalize
-
-# torchvision's ImageNet statistics, on the 0-255 scale; used for every image folder.
-MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
-STD = torch.tensor([0.229, 0.224, 0.225]) * 255
 
 
 @dataclass
@@ -43,6 +38,17 @@ class FolderData:
                 h.update(os.fsencode(os.path.relpath(path, split.root)) + bytes([label % 256]))
         return h.hexdigest()
 
+    def sources(
+        self, batch_size, seed, eval_batch_size, device, world=ALONE, memory_format=None
+    ) -> tuple["FolderBatches", dict]:
+        """Batches decoded by DataLoader workers, normalised on the device by torchvision's
+        ImageNet statistics; evaluation on val/."""
+        plan = EpochPlan(len(self.train), batch_size, seed, world)
+        normalize = Normalize(MEAN, STD, device, memory_format or torch.contiguous_format)
+        return FolderBatches(self, plan, normalize, device), {
+            "val": FolderEval(self, eval_batch_size, normalize, device, world)
+        }
+
 
 def class_folders(root: Path) -> list[str]:
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
@@ -52,7 +58,7 @@ def class_folders(root: Path) -> list[str]:
             f"{root}/val/<class>/* ({' and '.join(missing)} missing). Point data.root at the "
             "folder that holds train/ and val/."
         )
-    return sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    return class_names(root / "train")
 
 
 def load_folder(
@@ -93,34 +99,6 @@ def load_folder(
     if val.classes != classes:
         raise UserError(f"{root}/val has other class folders than {root}/train; they must match.")
     return FolderData(train, val, len(classes), crop_size, workers)
-
-
-def read_image(path: str) -> Image.Image:
-    """torchvision's reader, but a file that is not a readable image is named. Image folders are
-    too large to decode before training (ImageNet: 1.28M files): a bad file stops the run when
-    it is first read, with its name, rather than be skipped in silence."""
-    im = open_rgb(path)
-    if isinstance(im, str):
-        raise UserError(f"{printable(path)} is not a readable image ({im}). Remove or replace it.")
-    return im
-
-
-def open_rgb(path) -> Image.Image | str:
-    """The image in RGB, or why it cannot be read: not a regular file (a named pipe would hang
-    the run), a dangling link or a loop of links, not an image, truncated, or more pixels than
-    PIL decodes (its guard against decompression bombs)."""
-    why = unreadable(path)
-    if why:
-        return why
-    try:
-        with open(path, "rb") as f, Image.open(f) as im:
-            return im.convert("RGB")
-    except UnidentifiedImageError:
-        return "not an image"
-    except Image.DecompressionBombError as e:
-        return f"too many pixels to decode safely: {e}"
-    except (OSError, SyntaxError, ValueError) as e:
-        return str(e) or type(e).__name__
 
 
 def from_worker(e: UserError) -> UserError:

@@ -6,15 +6,91 @@ seeded by (seed, epoch) (sampling.py), so batch k of a run is the same whether o
 was resumed, and on however many ranks.
 """
 
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..training.distributed import ALONE, World
+from .images import Normalize
 from .sampling import EpochPlan, common_batches, shard
 
 PAD = 4
+
+
+@dataclass
+class ImageData:
+    """Images as uint8 N x 3 x H x W tensors, labels as int64; val is empty unless split off."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    augment: bool = True  # [R1] 4.2's pad, crop and flip for the training batches
+
+    def fingerprint(self) -> str:
+        """What tells one data set from another, cheaply (labels, shapes, the first images);
+        not where it is: a copy moved elsewhere is the same data."""
+        h = hashlib.blake2b(digest_size=8)
+        for t in (
+            self.train_labels,
+            self.test_labels,
+            self.train_images[:64],
+            self.test_images[:64],
+        ):
+            h.update(f"{tuple(t.shape)}".encode() + t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
+    def sources(
+        self, batch_size, seed, eval_batch_size, device, world=ALONE, memory_format=None
+    ) -> tuple["TrainBatches", dict]:
+        """The whole set on the device, normalised by the training images' own statistics;
+        evaluation on val (if split off) and test."""
+        plan = EpochPlan(len(self.train_labels), batch_size, seed, world)
+        stats = channel_stats(self.train_images)
+        normalize = Normalize(*stats, device, memory_format or torch.contiguous_format)
+        x, y = self.train_images, self.train_labels
+        batches = TrainBatches(x, y, plan, normalize, device, self.augment)
+        splits = {
+            "val": (self.val_images, self.val_labels),
+            "test": (self.test_images, self.test_labels),
+        }
+        return batches, {
+            name: EvalBatches(x, y, eval_batch_size, normalize, device, world)
+            for name, (x, y) in splits.items()
+            if x is not None
+        }
+
+
+def split_validation(data: ImageData, val_split: int, seed: int = 0) -> ImageData:
+    """Hold out val_split training images ([R1] 4.2 used 45k/5k), the same ones for every run."""
+    if not val_split:
+        return data
+    n = len(data.train_labels)
+    if not 0 < val_split < n:
+        raise UserError(f"data.val_split={val_split} must be between 0 and {n - 1} images.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:val_split], perm[val_split:]
+    return ImageData(
+        data.train_images[train],
+        data.train_labels[train],
+        data.test_images,
+        data.test_labels,
+        data.num_classes,
+        data.train_images[val],
+        data.train_labels[val],
+        data.augment,
+    )
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,25 +105,6 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = total / count
     std = (squares / count - mean * mean).sqrt()
     return mean.float(), std.float()
-
-
-class Normalize:
-    """uint8 to float, minus the training set's per-channel mean, over its std; in the memory
-    layout the model runs fastest with (channels_last on most hardware)."""
-
-    def __init__(
-        self,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        device: torch.device,
-        memory_format: torch.memory_format = torch.contiguous_format,
-    ):
-        self.mean = mean.view(1, 3, 1, 1).to(device)
-        self.std = std.view(1, 3, 1, 1).to(device)
-        self.memory_format = memory_format
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 
 class TrainBatches:

@@ -1,7 +1,7 @@
 """Checkpoints as plain dicts: everything a run needs to go on exactly where it stopped.
 
 The data order needs no state of its own: it is a function of the seed and the iteration
-(see batches.py), so model, optimizer, scaler, iteration and RNG state are enough.
+(data/sampling.py), so model, optimizer, scaler, iteration and RNG state are enough.
 
 A run keeps two, checkpoints/last.pt and previous.pt. A save writes a temporary file, syncs it,
 then moves last.pt to previous.pt and the new file to last.pt: a crash at any moment leaves at
@@ -11,7 +11,6 @@ one never runs code.
 """
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .files import atomic_save
 
 log = logging.getLogger("resnet_repro")
 LAST, PREVIOUS = "last.pt", "previous.pt"
@@ -90,40 +90,55 @@ def digest(obj) -> str:
     return h.hexdigest()
 
 
+def save(
+    folder: Path,
+    iteration: int,
+    model,
+    optimizer,
+    scaler,
+    identity: dict,
+    wall_time: float,
+    world,
+    device: torch.device,
+    pending: dict | None = None,
+) -> None:
+    """A run's checkpoint of `iteration`: one file for the whole run, written by rank 0: the
+    bare model's state (torchvision's names, no DDP `module.` prefix), every rank's RNG state,
+    rank 0's first, and a record whose evaluation a stop cut short (`pending`). Every rank
+    calls it; a failed write raises SaveFailed on every rank."""
+    rng = world.gather_objects(rng_state(device))  # every rank takes part
+    failed = None
+    if world.is_main:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "iteration": iteration,
+            "config": identity,
+            "wall_time": wall_time,
+            "rng": rng[0],
+            "rng_ranks": rng,
+            "pending_record": pending,
+        }
+        try:
+            save_checkpoint(folder, state)
+        except SaveFailed as e:
+            failed = e
+    failed = world.broadcast_object(failed)
+    if failed is not None:
+        raise failed
+
+
 def save_checkpoint(folder: Path, state: dict) -> Path:
     """Write state as folder/last.pt, keeping the one before as previous.pt. Called by rank 0
     alone; raises SaveFailed (and leaves no temporary file) when the file cannot be written."""
     state = {**state, "checksum": digest(state)}
     last = folder / LAST
-    tmp = folder / f"{LAST}.{os.getpid()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Serialised in memory first: torch.save reports a failed write to a file with an
-        # internal message, where a plain write says what happened (No space left on device).
-        data = io.BytesIO()
-        torch.save(state, data)
-        with open(tmp, "wb") as f:
-            f.write(data.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        if last.exists():
-            os.replace(last, folder / PREVIOUS)
-        os.replace(tmp, last)
-        sync_folder(folder)
+        atomic_save(state, last, previous=folder / PREVIOUS)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        reason = e.strerror or first_line(e)
-        raise SaveFailed(last, reason) from None
+        raise SaveFailed(last, e.strerror or first_line(e)) from None
     return last
-
-
-def sync_folder(folder: Path) -> None:
-    """Make the renames durable: they live in the folder's own entry."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # PyTorch's lines around what went wrong: its advice to load with weights_only=False, among them

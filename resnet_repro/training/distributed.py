@@ -7,19 +7,16 @@ torch.distributed. The loop and the data sources receive the `World`; no globals
 """
 
 import contextlib
-import hashlib
 import os
 import re
-import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import UserError
+from ..errors import HandedOn, UserError
 
 
 @dataclass(frozen=True)
@@ -101,8 +98,7 @@ class World:
         else:
             error = self.broadcast_object(None)
             if error is not None:
-                error.handed_on = True
-                raise error
+                raise HandedOn(str(error))
             yield
 
     def share_from_main(self, read):
@@ -116,8 +112,7 @@ class World:
                 result = e
         result = self.broadcast_object(result)
         if isinstance(result, UserError):
-            result.handed_on = self.rank > 0
-            raise result
+            raise result if self.is_main else HandedOn(str(result))
         return result
 
     def gather_objects(self, obj) -> list:
@@ -194,41 +189,6 @@ def tasks_on_node(env) -> int:
         counts += [int(m.group(1))] * int(m.group(2) or 1)
     node = int(env.get("SLURM_NODEID", 0))
     return counts[node] if node < len(counts) else 0
-
-
-def run_name(clock: str, overrides: str | None = None, env=os.environ) -> str:
-    """The run directory's name, one that a launcher's restart of the same job computes again,
-    so that the restart resumes the run instead of starting over in a new folder:
-    - under SLURM, the job id (a requeued job keeps it; an array task adds its index), then for
-      a single run the command's overrides, so that several commands of one job (an salloc
-      session) stay apart;
-    - under torchrun, its run id (--rdzv-id, or the one --standalone draws per torchrun), else
-      the start time of torchrun's agent: it outlives the workers it restarts;
-    - otherwise the time now, formatted by clock (Hydra's default naming)."""
-    if "SLURM_JOB_ID" in env:
-        array = env.get("SLURM_ARRAY_JOB_ID")
-        job = f"{array}_{env.get('SLURM_ARRAY_TASK_ID')}" if array else env["SLURM_JOB_ID"]
-        if overrides is None:  # a sweep: its runs have folders of their own below
-            return f"slurm-{job}"
-        if len(overrides) > 100 or "/" in overrides:  # a folder name, not a path
-            overrides = hashlib.blake2b(overrides.encode(), digest_size=6).hexdigest()
-        return f"slurm-{job}/{overrides or 'defaults'}"
-    run_id = env.get("TORCHELASTIC_RUN_ID")
-    if run_id and run_id != "none":
-        return f"torchrun-{run_id}"
-    started = process_start(os.getppid()) if run_id == "none" else None
-    return time.strftime(clock, time.localtime(started))  # None: now
-
-
-def process_start(pid: int) -> float | None:
-    """When a process started (seconds since the epoch), from /proc; None where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: ticks after boot
-        boot = next(int(ln.split()[1]) for ln in open("/proc/stat") if ln.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rendezvous_env(world: World, env=os.environ) -> dict[str, str]:

@@ -1,4 +1,9 @@
+"""A run directory's files: its name, what was there before a run made it, its lock, and
+writes that a crash never leaves half done."""
+
 import fcntl
+import hashlib
+import io
 import os
 import socket
 import stat
@@ -65,21 +70,38 @@ def unreadable(path) -> str | None:
     return f"not a regular file but {kind}"
 
 
-def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file beside path, then rename: a crash never leaves half a file.
-    The temporary name is the process's own, so that processes writing the same file (the
-    ranks of several nodes building one data cache) never write into each other's."""
+def atomic_save(obj, path: Path, previous: Path | None = None) -> None:
+    """torch.save to a temporary file beside path, synced, then renamed: a crash never leaves
+    half a file. The file path held moves to `previous` first, if given. The temporary name is
+    the process's own, so that processes writing the same file (the ranks of several nodes
+    building one data cache) never write into each other's."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
+        # Serialised in memory first: torch.save reports a failed write to a file with an
+        # internal message, where a plain write says what happened (No space left on device).
+        data = io.BytesIO()
+        torch.save(obj, data)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
+        sync_folder(path.parent)
     except BaseException:  # a full disk, a Ctrl-C: no half file stays behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames durable: they live in the folder's own entry."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_writes(path: Path, quiet_for: float = 60) -> None:
@@ -134,3 +156,38 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
+
+
+def run_name(clock: str, overrides: str | None = None, env=os.environ) -> str:
+    """The run directory's name, one that a launcher's restart of the same job computes again,
+    so that the restart resumes the run instead of starting over in a new folder:
+    - under SLURM, the job id (a requeued job keeps it; an array task adds its index), then for
+      a single run the command's overrides, so that several commands of one job (an salloc
+      session) stay apart;
+    - under torchrun, its run id (--rdzv-id, or the one --standalone draws per torchrun), else
+      the start time of torchrun's agent: it outlives the workers it restarts;
+    - otherwise the time now, formatted by clock (Hydra's default naming)."""
+    if "SLURM_JOB_ID" in env:
+        array = env.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{env.get('SLURM_ARRAY_TASK_ID')}" if array else env["SLURM_JOB_ID"]
+        if overrides is None:  # a sweep: its runs have folders of their own below
+            return f"slurm-{job}"
+        if len(overrides) > 100 or "/" in overrides:  # a folder name, not a path
+            overrides = hashlib.blake2b(overrides.encode(), digest_size=6).hexdigest()
+        return f"slurm-{job}/{overrides or 'defaults'}"
+    run_id = env.get("TORCHELASTIC_RUN_ID")
+    if run_id and run_id != "none":
+        return f"torchrun-{run_id}"
+    started = process_start(os.getppid()) if run_id == "none" else None
+    return time.strftime(clock, time.localtime(started))  # None: now
+
+
+def process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from /proc; None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: ticks after boot
+        boot = next(int(ln.split()[1]) for ln in open("/proc/stat") if ln.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")

@@ -2,16 +2,17 @@
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.sampling import EpochPlan
+from ..data import Batches
 from ..errors import UserError
+from . import checkpoint
 from .distributed import ALONE, World
 from .records import NullRecord, RunRecord
 from .schedule import StepSchedule
@@ -39,21 +40,13 @@ class Diverged(Exception):
         self.iteration = iteration
 
 
-class Batches(Protocol):
-    """A source of training batches: TrainBatches (tensors) or FolderBatches (image folders)."""
-
-    plan: EpochPlan
-    steps_per_epoch: int
-
-    def iterate(self, start_iteration: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
-
-
 @dataclass
 class Training:
     model: nn.Module  # the bare model: evaluated and saved
     train_model: nn.Module  # what trains: the model, or DistributedDataParallel around it
     compiled: Callable | None  # torch.compile(train_model), used for the full-size batches
     world: World
+    device: torch.device
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     autocast: object  # a reusable context manager: nullcontext or torch.autocast
@@ -61,12 +54,34 @@ class Training:
     batches: Batches
     eval_sets: dict[str, Iterable]  # "val"/"test" -> its batches, in order
     record: RunRecord | NullRecord  # NullRecord off rank 0
-    save: Callable[..., None]  # save(iteration, pending=record): writes its checkpoint
+    ckpt_dir: Path
+    identity: dict  # the experiment, saved in each checkpoint (run.set_up)
     stop_requested: Callable[[], bool]
     log_every: int
     eval_every: int
     ckpt_every: int
+    start: int = 0  # the iteration it starts from (resumes after)
+    wall_before: float = 0.0  # seconds trained before this leg of the run
     pending: dict | None = None  # a record whose evaluation a stop cut short: done first
+    started: float = field(default_factory=time.time)
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.time() - self.started
+
+
+def save(t: Training, iteration: int, pending: dict | None = None) -> None:
+    checkpoint.save(
+        t.ckpt_dir,
+        iteration,
+        t.model,
+        t.optimizer,
+        t.scaler,
+        t.identity,
+        t.wall_time(),
+        t.world,
+        t.device,
+        pending,
+    )
 
 
 def train(t: Training, start: int) -> dict:
@@ -90,7 +105,7 @@ def train(t: Training, start: int) -> dict:
             if t.world.distributed or it - 1 == start:
                 raise  # (under DDP the other ranks wait in a collective: no checkpoint)
             check_finite(t, window, it - 1)
-            t.save(it - 1)
+            save(t, it - 1)
             raise UserError(f"{e} Iteration {it - 1} was saved: then resume.") from None
         loss, logits = train_step(t, x, y)
         window.add(loss, logits, y, it)
@@ -117,7 +132,7 @@ def train(t: Training, start: int) -> dict:
         stopping = agreed or ((it == total or not t.world.distributed) and asked())
         if stopping or it % t.ckpt_every == 0 or it == total:
             check_finite(t, window, it)
-            t.save(it)
+            save(t, it)
         if stopping:
             raise Interrupted(it)
     return last
@@ -131,7 +146,7 @@ def evaluated(t: Training, window: "Window", record: dict) -> dict:
         return record | evaluate_all(t.model, t.eval_sets, t.autocast, t.world, t.stop_requested)
     except EvaluationStopped:
         check_finite(t, window, record["iteration"])
-        t.save(record["iteration"], pending=record)
+        save(t, record["iteration"], pending=record)
         raise Interrupted(record["iteration"]) from None
 
 

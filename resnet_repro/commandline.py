@@ -1,0 +1,112 @@
+"""The command line before Hydra reads it, and the config folder it composes from.
+
+`check_overrides` names the setting a typo was meant to be (Hydra would suggest adding the key
+with +, which is never what a typo needs, and reports an option it cannot find with its
+internals); `close_to` serves settings.py's check of the composed config too.
+"""
+
+import difflib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import UserError
+
+# The configs: resnet_repro/conf in an installed wheel (pyproject.toml puts them there), else
+# conf/ at the top of the checkout (an editable install, as the Makefile makes). Hydra would read
+# a relative path as a Python package, so it is given the absolute folder.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+
+def known_names(conf_dirs: list[Path]) -> dict[str, set[str]]:
+    """Each top-level name a command line may set (config groups, sections of config.yaml), and
+    the keys below it: for a group, the keys of all its options in every config folder."""
+    names: dict[str, set[str]] = {}
+    top = OmegaConf.load(conf_dirs[0] / "config.yaml")
+    for key, value in top.items():
+        if key != "defaults":
+            names[str(key)] = set(value) if isinstance(value, DictConfig) else set()
+    for group in groups(conf_dirs):
+        keys = names.setdefault(group, set())
+        for option in options(conf_dirs, group).values():
+            content = OmegaConf.load(option)
+            if isinstance(content, DictConfig) and group != "experiment":
+                keys |= {str(k) for k in content if k != "defaults"}
+    return names  # experiment's files are global (no keys below it): experiment.x is no setting
+
+
+def groups(conf_dirs: list[Path]) -> list[str]:
+    return sorted(
+        {g.name for d in conf_dirs if d.is_dir() for g in d.iterdir() if g.is_dir()} - {"hydra"}
+    )
+
+
+def options(conf_dirs: list[Path], group: str) -> dict[str, Path]:
+    """A group's options by name; the package's own come first, as on Hydra's search path."""
+    found: dict[str, Path] = {}
+    for d in conf_dirs:
+        for p in sorted((d / group).glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def config_dirs(argv: list[str]) -> list[Path]:
+    """The package's conf/ and the folders of a command line's --config-dir (-cd): a user's own
+    experiment files, added to Hydra's search path without editing the package."""
+    dirs = [CONF_DIR]
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            dirs.append(Path(value).expanduser().resolve())
+    return dirs
+
+
+def close_to(key: str, conf_dirs: list[Path] = (CONF_DIR,)) -> str:
+    """'; did you mean ...?' for a key close to one that exists (a dotted key for a dotted
+    one), else ''."""
+    names = known_names(list(conf_dirs))
+    if "." in key:
+        every = [f"{top}.{sub}" for top, subs in names.items() for sub in subs]
+    else:
+        every = list(names)
+    return did_you_mean(key, every)
+
+
+def did_you_mean(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def check_overrides(argv: list[str]) -> None:
+    """A command-line key that names no group and no setting, or an option a group does not
+    have: say which one it is close to. (Hydra would suggest adding the key with +, which is
+    never what a typo needs, and reports an option it cannot find with its internals.)"""
+    dirs = config_dirs(argv)
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise UserError(f"--config-dir {d}: there is no such folder.")
+    names = known_names(dirs)
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("-", "+", "~", "hydra")):
+            continue
+        key, value = arg.split("=", 1)
+        key = key.split("@", 1)[0]
+        if "/" in key:
+            continue
+        top, _, sub = key.partition(".")
+        sub = sub.split(".", 1)[0]
+        if top not in names or (sub and names[top] and sub not in names[top]):
+            raise UserError(
+                f"{arg}: {key} is neither a setting nor a config group{close_to(key, dirs)} "
+                f"(groups: {', '.join(groups(dirs))}; every setting: resnet-train --cfg job)."
+            )
+        if not sub and top in groups(dirs) and not any(c in value for c in "()*${"):
+            known = sorted(options(dirs, top))
+            for choice in value.split(","):  # a sweep: model=resnet20,resnet56
+                if choice not in known and choice != "null":
+                    raise UserError(
+                        f"{arg}: {top} has no option {choice}{did_you_mean(choice, known)} "
+                        f"(options: {', '.join(known)})."
+                    )
