@@ -118,14 +118,15 @@ def train_app(cfg: DictConfig) -> None:
     started, lock = False, None
     # Stop signals are taken from here on: one during start-up stops the run before its first
     # step (a preempted job's SIGTERM must not kill it mid-write, nor be lost).
+    config = OmegaConf.to_container(cfg, resolve=True)  # the one reading of the config
     try:
-        stop = runtime.StopFlag(stop_signals(cfg.trainer.stop_signals))
+        stop = runtime.StopFlag(stop_signals(config["trainer"]["stop_signals"]))
     except UserError:  # reported with the other settings below
         stop = runtime.StopFlag()
     code, message = DONE, None
     try:
         # Everything a user can get wrong in the config is checked before anything is written.
-        s = arguments(cfg, HydraConfig.get().runtime.choices.get("model"))
+        s = settings.from_config(config, HydraConfig.get().runtime.choices.get("model"))
         device = runtime.select_device(s.trainer.device, world)
         world, started = distributed.start(world, device), True
         # Hydra made a run directory in every process, named by each one's own clock: rank 0's
@@ -223,6 +224,7 @@ def lock_run_dir(run_dir: Path) -> RunLock:
 
 
 def arguments(cfg: DictConfig, model_name: str | None = None) -> Settings:
-    """The composed config as Settings: the only reading of it (what runs below gets plain
-    values). model_name: the model preset chosen, which Hydra knows and the config does not."""
+    """A composed config as Settings (train_app does the same in two steps; the tests and
+    scripts compose configs of their own). model_name: the model preset chosen, which Hydra
+    knows and the config does not."""
     return settings.from_config(OmegaConf.to_container(cfg, resolve=True), model_name)

@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .data import class_count, load_dataset
+from .data.sampling import mix_seed
 from .errors import UserError
 from .nets.models import build_model, count_flops, count_parameters
 from .reproduction.runs import what_it_trains
@@ -112,7 +113,7 @@ def resume(s: Settings, setup: Setup, ckpt, device, world: World, run_dir: Path,
     scaler = runtime.grad_scaler(device, setup.precision)
     start = checkpoint.restore(ckpt, model, optimizer, scaler, world, device) if ckpt else 0
     if world.rank and not ckpt:  # each rank its own stream for dropout shortcuts
-        torch.manual_seed(tr.seed * 1_000_003 + world.rank)
+        torch.manual_seed(mix_seed(tr.seed, world.rank))
     iterations, depth = setup.schedule.iterations, s.model["depth"]
     checkpointing = s.model.get("checkpointing", False)
     compiled = runtime.choose_compile(

@@ -83,7 +83,7 @@ def iteration_of_safe(ckpts) -> int:
 @pytest.mark.parametrize(
     ("sig", "setting"),
     [(signal.SIGINT, []), (signal.SIGHUP, ["trainer.stop_signals=[SIGHUP]"])],
-    ids=["SIGINT", "configured-SIGHUP"],  # SIGTERM: test_cli.py; SIGUSR1/2: test_speed.py
+    ids=["SIGINT", "configured-SIGHUP"],  # SIGTERM: test_cli.py; SIGUSR1/2: test_runtime.py
 )
 def test_a_stop_signal_saves_and_exits_130(tmp_path, sig, setting):
     run_dir = tmp_path / "run"

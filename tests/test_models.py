@@ -8,6 +8,9 @@ from resnet_repro.errors import UserError
 from resnet_repro.nets.models import build_model, count_flops, count_parameters
 from resnet_repro.nets.units import (
     ACTIVATIONS,
+    UNITS,
+    BasicUnit,
+    BottleneckUnit,
     DropoutShortcut,
     PadShortcut,
     ResidualUnit,
@@ -132,8 +135,17 @@ def test_shortcut_options():
 
 def unit(**options):
     torch.manual_seed(0)
-    u = ResidualUnit(UnitOptions(**options), 16, 16, 1, "branch")
-    return u.eval()
+    o = UnitOptions(**options)
+    return UNITS[o.block](o, 16, 16, 1, "branch").eval()
+
+
+def test_units_are_classes_chosen_by_name_and_list_their_layers():
+    basic, bottleneck = build_model(20).layer2[0], build_model(164, block="bottleneck").layer2[0]
+    assert type(basic) is BasicUnit and type(bottleneck) is BottleneckUnit
+    assert [conv.kernel_size for conv, _ in basic.layers()] == [(3, 3), (3, 3)]
+    assert [conv.kernel_size for conv, _ in bottleneck.layers()] == [(1, 1), (3, 3), (1, 1)]
+    assert [bn for _, bn in basic.layers()] == [basic.bn1, basic.bn2]  # torchvision's names
+    assert bottleneck.conv2.stride == (2, 2)  # stride_on=3x3, torchvision's v1.5
 
 
 def test_plain_unit_has_no_identity_path():
@@ -156,7 +168,7 @@ def test_activation_placements():
     # (c): the branch is non-negative, so out - x >= 0.
     assert (unit(activation="relu_before_add")(x) - x >= -1e-6).all()
     # (e) normalises each conv's input: BN over the unit's input channels first.
-    full = ResidualUnit(
+    full = BottleneckUnit(
         UnitOptions(block="bottleneck", activation="full_preact"), 64, 16, 1, "branch"
     )
     assert (full.bn1.num_features, full.bn2.num_features, full.bn3.num_features) == (64, 16, 16)

@@ -54,6 +54,8 @@ BAD = {
     "model.dropout_rate=1": "model.dropout_rate=1 must be a finite number in [0, 1)",
     "model.gate_bias=nan": "model.gate_bias=nan must be a finite number",
     "model.checkpointing=2": "model.checkpointing=2 must be true or false",
+    "trainer.precision=amp": "trainer.precision='amp' must be auto, fp32, bf16, fp16",
+    "trainer.compile=yes": "trainer.compile='yes' must be auto, true or false",
     "+trainer.thread=2": "trainer.thread is not a setting of resnet-train; did you mean "
     "trainer.threads?",
     "+lr=0.1": "lr is not a setting of resnet-train",

@@ -34,7 +34,7 @@ class EpochPlan:
         self.rank_batch = batch_size // world.size  # the size of this rank's full slices
 
     def generator(self, epoch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.Generator().manual_seed(mix_seed(self.seed, epoch))
 
     def order(self, g: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.n, generator=g)
@@ -50,10 +50,14 @@ class EpochPlan:
 
     def share(self, start: int, stop: int) -> tuple[int, int]:
         """This rank's part of positions start:stop, split as evenly as possible."""
-        base, extra = divmod(stop - start, self.world.size)
-        r = self.world.rank
-        lo = start + r * base + min(r, extra)
-        return lo, lo + base + (r < extra)
+        part = shard(stop - start, self.world)
+        return start + part.start, start + part.stop
+
+
+def mix_seed(seed: int, stream: int) -> int:
+    """The seed of one of a run's random streams (an epoch's order, a rank's dropout masks):
+    different for every (seed, stream) a run can have."""
+    return seed * 1_000_003 + stream
 
 
 def common_batches(n: int, batch_size: int, world: World) -> int:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
-from .units import BLOCKS, ResidualUnit, UnitOptions
+from .units import UNITS, UnitOptions
 
 WIDTHS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512)}
 IMAGENET_DEPTHS = {  # [R1] table 1: units per stage
@@ -49,13 +49,13 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if arch == "imagenet" else None
         in_planes = widths[0]
         for s, (planes, count) in enumerate(zip(widths, layers, strict=True), 1):
-            units = []
+            units, unit = [], UNITS[o.block]
             for j in range(count):
                 stride = 2 if s > 1 and j == 0 else 1
-                out_planes = planes * BLOCKS[o.block]
+                out_planes = planes * unit.expansion
                 identity = stride == 1 and in_planes == out_planes and o.shortcut in ("A", "B")
                 preact = "none" if s == 1 and j == 0 else "branch" if identity else "shared"
-                units.append(ResidualUnit(o, in_planes, planes, stride, preact))
+                units.append(unit(o, in_planes, planes, stride, preact))
                 in_planes = out_planes
             setattr(self, f"layer{s}", nn.Sequential(*units))
         self.num_stages = len(layers)
@@ -159,8 +159,8 @@ def build_model(
     checkpointing: bool = False,
     num_classes: int = 10,
 ) -> ResNet:
-    if block not in BLOCKS:
-        raise UserError(f"model.block={block!r} is unknown; choose one of {', '.join(BLOCKS)}.")
+    if block not in UNITS:
+        raise UserError(f"model.block={block!r} is unknown; choose one of {', '.join(UNITS)}.")
     layers = stage_layers(arch, depth, block)
     options = UnitOptions(
         block,

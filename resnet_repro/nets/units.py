@@ -15,7 +15,6 @@ from torch import nn
 
 from ..errors import UserError
 
-BLOCKS = {"basic": 1, "bottleneck": 4}  # block -> expansion of the output channels
 SHORTCUTS = ("A", "B", "C", "none")
 ACTIVATIONS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact")
 VARIANTS = ("identity", "exclusive_gating", "shortcut_gating", "conv1x1", "dropout")
@@ -36,7 +35,7 @@ class UnitOptions:
 
     def __post_init__(self):
         for key, value, allowed in (
-            ("block", self.block, tuple(BLOCKS)),
+            ("block", self.block, tuple(UNITS)),
             ("shortcut", self.shortcut, SHORTCUTS),
             ("activation", self.activation, ACTIVATIONS),
             ("shortcut_variant", self.shortcut_variant, VARIANTS),
@@ -63,8 +62,6 @@ class UnitOptions:
                 "Gating sets the scales itself (1-g and g); leave shortcut_scale and "
                 "residual_scale at 1 with a gating shortcut_variant."
             )
-        if not 0 <= self.dropout_rate < 1:
-            raise UserError(f"model.dropout_rate={self.dropout_rate} must be in [0, 1).")
 
     @property
     def preact(self) -> bool:
@@ -125,8 +122,10 @@ def make_shortcut(o: UnitOptions, in_planes: int, out_planes: int, stride: int):
 
 
 class ResidualUnit(nn.Module):
-    """One unit. Module names follow torchvision (conv1, bn1, ..., downsample) so that the
-    original units load torchvision's weights.
+    """A unit of either kind (BasicUnit, BottleneckUnit: `shapes` says which convs its branch
+    has). Module names follow torchvision (conv1, bn1, ..., downsample) so that the original
+    units load torchvision's weights; `layers()` gives them in order, for whoever needs them
+    (the forward pass, [R1] figure 7's responses).
 
     Pre-activation units ([R2] section 4 and appendix) start the branch with BN-ReLU
     (`full_preact`) or ReLU (`relu_preact`). `preact` says where that first activation goes:
@@ -135,21 +134,20 @@ class ResidualUnit(nn.Module):
     (the first unit: [R2] applies its BN-ReLU before the split, which is the same thing).
     """
 
+    expansion = 1  # output channels per `planes`
+
+    @staticmethod
+    def shapes(o: UnitOptions, in_planes: int, planes: int, stride: int) -> list[tuple]:
+        """The branch's convs: (in channels, out channels, kernel size, stride) each."""
+        raise NotImplementedError
+
     def __init__(
         self, o: UnitOptions, in_planes: int, planes: int, stride: int, preact: str = "branch"
     ):
         super().__init__()
         self.o, self.preact = o, preact
-        out_planes = planes * BLOCKS[o.block]
-        if o.block == "basic":
-            shapes = [(in_planes, planes, 3, stride), (planes, planes, 3, 1)]
-        else:
-            s1, s3 = (stride, 1) if o.stride_on == "1x1" else (1, stride)
-            shapes = [
-                (in_planes, planes, 1, s1),
-                (planes, planes, 3, s3),
-                (planes, out_planes, 1, 1),
-            ]
+        out_planes = planes * self.expansion
+        shapes = self.shapes(o, in_planes, planes, stride)
         self.depth = len(shapes)
         for i, (cin, cout, k, s) in enumerate(shapes, 1):
             conv = conv3x3(cin, cout, s) if k == 3 else conv1x1(cin, cout, s)
@@ -165,17 +163,24 @@ class ResidualUnit(nn.Module):
             self.gate = nn.Conv2d(in_planes, out_planes, 1)  # W_g and b_g of [R2] eq. (5)
             nn.init.constant_(self.gate.bias, o.gate_bias)
 
+    def layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+        """The branch's convs in order, each with its BN (after it, or before it in full
+        pre-activation; None for the first conv of a first full pre-activation unit)."""
+        return [
+            (getattr(self, f"conv{i}"), getattr(self, f"bn{i}", None))
+            for i in range(1, self.depth + 1)
+        ]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = self.o
         if o.preact and self.preact == "shared":
-            x = self.preactivate(x, 1)
+            x = self.preactivate(x, self.layers()[0][1])
         out = x
-        for i in range(1, self.depth + 1):
-            conv, bn = getattr(self, f"conv{i}"), getattr(self, f"bn{i}", None)
+        for i, (conv, bn) in enumerate(self.layers(), 1):
             last = i == self.depth
             if o.preact:
                 if i > 1 or self.preact == "branch":
-                    out = self.preactivate(out, i)
+                    out = self.preactivate(out, bn)
                 out = conv(out)
                 if o.activation == "relu_preact":
                     out = bn(out)
@@ -187,14 +192,14 @@ class ResidualUnit(nn.Module):
                     out = F.relu(out)
         out = self.combine(x, out)
         if o.activation == "bn_after_add":
-            out = getattr(self, f"bn{self.depth}")(out)
+            out = self.layers()[-1][1](out)
         if o.activation in ("original", "bn_after_add"):
             out = F.relu(out)
         return out
 
-    def preactivate(self, x: torch.Tensor, i: int) -> torch.Tensor:
+    def preactivate(self, x: torch.Tensor, bn: nn.BatchNorm2d | None) -> torch.Tensor:
         if self.o.activation == "full_preact":
-            x = getattr(self, f"bn{i}")(x)
+            x = bn(x)
         return F.relu(x)
 
     def combine(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -210,3 +215,36 @@ class ResidualUnit(nn.Module):
         if o.shortcut_scale == o.residual_scale == 1:
             return h + residual  # the usual unit: no multiplications in the hot path
         return o.shortcut_scale * h + o.residual_scale * residual
+
+
+class BasicUnit(ResidualUnit):
+    """Two 3x3 convs ([R1] figure 5 left)."""
+
+    @staticmethod
+    def shapes(o: UnitOptions, in_planes: int, planes: int, stride: int) -> list[tuple]:
+        return [(in_planes, planes, 3, stride), (planes, planes, 3, 1)]
+
+
+class BottleneckUnit(ResidualUnit):
+    """1x1, 3x3, 1x1 convs, the last widening 4x ([R1] figure 5 right); the stride on the 3x3
+    (torchvision's v1.5) or on the first 1x1 ([R1]), as stride_on says."""
+
+    expansion = 4
+
+    @staticmethod
+    def shapes(o: UnitOptions, in_planes: int, planes: int, stride: int) -> list[tuple]:
+        s1, s3 = (stride, 1) if o.stride_on == "1x1" else (1, stride)
+        return [
+            (in_planes, planes, 1, s1),
+            (planes, planes, 3, s3),
+            (planes, planes * 4, 1, 1),
+        ]
+
+
+UNITS = {"basic": BasicUnit, "bottleneck": BottleneckUnit}  # model.block -> the unit's class
+
+
+def usual_shortcut(arch: str, block: str) -> str:
+    """The shortcut the papers use unless they say otherwise: A (zero-padding) for CIFAR's
+    basic units ([R1] 4.2), B (projections where the shape changes) for the rest."""
+    return "A" if arch == "cifar" and block == "basic" else "B"

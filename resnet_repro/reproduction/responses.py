@@ -27,9 +27,7 @@ def response_layers(model: ResNet) -> list[nn.BatchNorm2d]:
     layers = [model.bn1] if model.conv1.kernel_size == (3, 3) else []
     for s in range(1, model.num_stages + 1):
         for unit in getattr(model, f"layer{s}"):
-            for i in range(1, unit.depth + 1):
-                if getattr(unit, f"conv{i}").kernel_size == (3, 3):
-                    layers.append(getattr(unit, f"bn{i}"))
+            layers += [bn for conv, bn in unit.layers() if conv.kernel_size == (3, 3)]
     return layers
 
 

@@ -132,7 +132,7 @@ def alive(pid: int) -> bool:
 class RunLock:
     """An exclusive lock on a run directory (flock on its .lock file), held while a run uses
     it. The kernel drops it when the process ends, however it ends: a killed run never leaves
-    it held. `take` raises Busy when another process holds it."""
+    it held. Taking it (constructing one) raises Busy when another process holds it."""
 
     NAME = ".lock"
 

@@ -234,6 +234,10 @@ class Window:
     forces a host-device sync, so that happens only when a record is written."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        """An empty window, its clock started now."""
         self.sums, self.n = 0, 0  # [loss sum, wrong] on the device after the first add
         self.first_bad = None  # the first iteration whose loss was not finite (0: none)
         self.restart_clock()
@@ -260,5 +264,5 @@ class Window:
         loss_sum, wrong, n = world.all_reduce_sum(sums).tolist()
         record = {"train_loss": loss_sum / n, "train_error": 100.0 * wrong / n}
         record["images_per_sec"] = n / (time.perf_counter() - self.start)
-        self.__init__()
+        self.reset()
         return record
