@@ -17,15 +17,23 @@ from .errors import HandedOn, UserError
 from .run import run
 from .settings import Settings, stop_signals
 from .training import checkpoint, distributed, runtime
-from .training.files import RunLock, claim, made_here, note_before, run_name
+from .training.files import (
+    RunLock,
+    claim,
+    made_here,
+    note_before,
+    remove_if_empty,
+    remove_if_untouched,
+    run_name,
+    staging_dir,
+)
 from .training.loop import Diverged, Interrupted
-from .training.records import remove_if_empty, remove_if_untouched, staging_dir
 from .usage import usage
 
 log = logging.getLogger("resnet_repro")
 # conf/config.yaml: `${rank_zero:A,B}` is A on rank 0 (or without a launcher) and B elsewhere, so
 # that Hydra writes the log file from rank 0 alone, before any code of ours runs; `${staging:}`
-# is where rank 0's Hydra writes .hydra/ (records.staging_dir), and nowhere on other ranks.
+# is where rank 0's Hydra writes .hydra/ (files.staging_dir), and nowhere on other ranks.
 OmegaConf.register_new_resolver(
     "rank_zero",
     lambda value, other=None: value if distributed.world_from_env().is_main else other,

@@ -1,3 +1,5 @@
+"""The errors a user can act on, and the check of a config group's keys."""
+
 import inspect
 
 
@@ -14,14 +16,18 @@ class HandedOn(UserError):
     Rank 0 reports it; the other ranks say nothing more."""
 
 
-def check_keys(fn, group: str, kwargs: dict) -> None:
-    """A config group's keys are fn's arguments: name any it does not take, and the ones it does."""
-    try:
-        inspect.signature(fn).bind_partial(**kwargs)
-    except TypeError:
-        params = inspect.signature(fn).parameters
-        unknown = sorted(set(kwargs) - set(params))
+def check_keys(accepts, group: str, kwargs: dict) -> None:
+    """A config group's keys are the arguments of `accepts`, a function, or are `accepts`, a
+    tuple of names: name any key that is not, and the ones that are."""
+    if callable(accepts):
+        try:
+            inspect.signature(accepts).bind_partial(**kwargs)
+            return
+        except TypeError:
+            accepts = tuple(inspect.signature(accepts).parameters)
+    unknown = sorted(set(kwargs) - set(accepts))
+    if unknown:
         raise UserError(
-            f"{group} has no setting {', '.join(unknown) or kwargs}; its settings are "
-            f"{', '.join(p for p in params if p not in ('self', 'params'))}."
-        ) from None
+            f"{group} has no setting {', '.join(unknown)}; its settings are "
+            f"{', '.join(p for p in accepts if p not in ('self', 'params'))}."
+        )

@@ -16,8 +16,9 @@ from .reproduction.runs import what_it_trains
 from .settings import Settings
 from .training import checkpoint, runtime
 from .training.distributed import World
+from .training.files import commit_hydra_files
 from .training.loop import Interrupted, Training, evaluate_all, train
-from .training.records import NullRecord, RunRecord, code_version, commit_hydra_files, write_summary
+from .training.records import NullRecord, RunRecord, code_version, write_summary
 from .training.schedule import StepSchedule
 
 log = logging.getLogger("resnet_repro")

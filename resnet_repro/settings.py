@@ -17,7 +17,7 @@ import torch
 
 from .commandline import close_to
 from .errors import UserError, check_keys
-from .nets.models import build_model
+from .nets.models import MODEL_KEYS
 from .training.runtime import PRECISIONS
 from .training.schedule import StepSchedule
 
@@ -138,7 +138,7 @@ BOOL = Rule("bool")
 POSITIVE = number(0, low_open=True)
 # Each key with a type or a range; a key of a group that a config does not have is skipped
 # (data.crop_size is ImageNet's). Choices of the model (block, shortcut, ...) are checked where
-# they are defined (units.py), with the same kind of message.
+# they are defined (nets/units.py), with the same kind of message.
 RULES = {
     "model.depth": whole(1),
     "model.shortcut_scale": POSITIVE,
@@ -276,7 +276,7 @@ def from_config(config: dict, model_name: str | None = None) -> Settings:
     data_args = dict(config["data"])
     batch_size = data_args.pop("batch_size")
     model_args = dict(config["model"])
-    check_keys(build_model, "model", model_args)
+    check_keys(MODEL_KEYS, "model", model_args)
     optim_args = dict(config["optim"])
     check_keys(torch.optim.SGD, "optim", optim_args)
     schedule_kwargs = dict(config["schedule"])

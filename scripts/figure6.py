@@ -23,8 +23,8 @@ def is_r1_cifar_net(m: dict) -> bool:
         m["arch"] == "cifar"
         and m["block"] == "basic"
         and m["activation"] == "original"
-        and m.get("shortcut_variant", "identity") == "identity"
-        and (m.get("shortcut_scale", 1.0), m.get("residual_scale", 1.0)) == (1.0, 1.0)
+        and m["shortcut_variant"] == "identity"
+        and (m["shortcut_scale"], m["residual_scale"]) == (1.0, 1.0)
     )
 
 

@@ -1,7 +1,8 @@
 """[R1] figure 7 from trained checkpoints: the standard deviation of each 3x3 layer's response
 (after BN, before the addition and ReLU) on the test set, in layer order and sorted by size, for
 the CIFAR nets with original units among the runs (the paper: plain-20/56, ResNet-20/56/110).
-Runs of one configuration over several seeds are averaged. See resnet_repro/responses.py.
+Runs of one configuration over several seeds are averaged. See
+resnet_repro/reproduction/responses.py.
 
     python scripts/figure7.py outputs/r1_cifar/2026-11-24_10-00-00 --out figures
 """

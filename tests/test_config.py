@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from resnet_repro.cli import arguments
 from resnet_repro.commandline import CONF_DIR
 from resnet_repro.data import class_count
-from resnet_repro.nets.models import build_model
+from resnet_repro.nets.models import MODEL_KEYS, build_model, model_defaults
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "resnet")
 DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
@@ -120,3 +120,11 @@ def test_trainer_defaults_are_the_fast_safe_ones():
     tr = load().trainer
     assert (tr.precision, tr.channels_last, tr.compile, tr.sync_bn) == ("auto", True, "auto", False)
     assert load("model=resnet1202").model.checkpointing is False
+
+
+def test_the_model_configs_defaults_are_the_codes():
+    # conf/model/resnet.yaml shows every model setting; build_model and UnitOptions hold the
+    # defaults the code uses (and reads runs written before a setting existed with).
+    yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "resnet.yaml"))
+    assert yaml.pop("depth") == "???" and sorted(yaml) == sorted(MODEL_KEYS[1:])
+    assert yaml == model_defaults()

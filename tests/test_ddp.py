@@ -23,7 +23,7 @@ from resnet_repro.nets.models import build_model
 from resnet_repro.training import files
 from resnet_repro.training.distributed import ALONE, World
 from resnet_repro.training.loop import evaluate
-from resnet_repro.training.records import METRICS, read_metrics, remove_if_untouched
+from resnet_repro.training.records import METRICS, read_metrics
 
 pytestmark = pytest.mark.slow
 ITERATIONS = 60
@@ -299,7 +299,7 @@ def test_a_run_directory_another_rank_made_first_is_the_jobs(tmp_path, monkeypat
     files.claim(run_dir)  # the other rank saw it absent
     assert files.made_here(run_dir)
     (run_dir / "train.log").touch()
-    remove_if_untouched(run_dir)
+    files.remove_if_untouched(run_dir)
     assert not run_dir.exists() and tmp_path.exists()
 
 

@@ -147,7 +147,7 @@ class FolderBatches:
         self.sampler = PlanBatches(plan)
         self.loader = loader(data.train, data.workers, device, batch_sampler=self.sampler)
         self.device, self.normalize = device, normalize
-        self.plan, self.steps_per_epoch = plan, plan.steps_per_epoch  # engine.Batches
+        self.plan, self.steps_per_epoch = plan, plan.steps_per_epoch  # data.Batches
 
     def iterate(self, start_iteration: int = 0):
         epoch, step = divmod(start_iteration, self.steps_per_epoch)
@@ -166,7 +166,7 @@ class FolderEval:
 
     def __init__(self, data: FolderData, batch_size: int, normalize: Normalize, device, world):
         part = Subset(data.val, shard(len(data.val), world))
-        self.common_batches = common_batches(len(data.val), batch_size, world)  # engine.evaluate
+        self.common_batches = common_batches(len(data.val), batch_size, world)  # loop.evaluate
         self.loader = loader(part, data.workers, device, batch_size=batch_size)
         self.normalize, self.device = normalize, device
 

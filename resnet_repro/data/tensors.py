@@ -176,7 +176,7 @@ class EvalBatches:
         world: World = ALONE,
     ):
         part = shard(len(labels), world)
-        self.common_batches = common_batches(len(labels), batch_size, world)  # engine.evaluate
+        self.common_batches = common_batches(len(labels), batch_size, world)  # loop.evaluate
         self.images = images[part.start : part.stop].to(device)
         self.labels = labels[part.start : part.stop].to(device)
         self.batch_size, self.normalize = batch_size, normalize

@@ -9,6 +9,9 @@
 """
 
 import contextlib
+import dataclasses
+import inspect
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -147,33 +150,28 @@ def init_weights(model: nn.Module) -> None:
 def build_model(
     depth: int,
     arch: str = "cifar",
-    block: str = "basic",
-    shortcut: str = "A",
-    activation: str = "original",
-    shortcut_variant: str = "identity",
-    shortcut_scale: float = 1.0,
-    residual_scale: float = 1.0,
-    gate_bias: float = 0.0,
-    dropout_rate: float = 0.5,
-    stride_on: str = "3x3",
     checkpointing: bool = False,
     num_classes: int = 10,
+    **unit,
 ) -> ResNet:
+    """The net of `depth`; `unit` holds UnitOptions' settings (block, shortcut, activation,
+    ...), whose defaults are [R1]'s original unit with the identity shortcut."""
+    block = unit.get("block", "basic")
     if block not in UNITS:
         raise UserError(f"model.block={block!r} is unknown; choose one of {', '.join(UNITS)}.")
     layers = stage_layers(arch, depth, block)
-    options = UnitOptions(
-        block,
-        shortcut,
-        activation,
-        shortcut_variant,
-        shortcut_scale,
-        residual_scale,
-        gate_bias,
-        dropout_rate,
-        stride_on,
-    )
-    return ResNet(arch, layers, options, num_classes, checkpointing)
+    return ResNet(arch, layers, UnitOptions(**unit), num_classes, checkpointing)
+
+
+def model_defaults() -> dict:
+    """Every model setting but the depth, at its default: build_model's and UnitOptions'."""
+    signature = inspect.signature(build_model).parameters.values()
+    own = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+    del own["num_classes"]  # the data's, not a model setting
+    return own | {f.name: f.default for f in dataclasses.fields(UnitOptions)}
+
+
+MODEL_KEYS = ("depth", *model_defaults())  # the keys of conf/model/resnet.yaml
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -196,17 +194,22 @@ def count_flops(model: nn.Module, image_size: int) -> int:
             per_output = module.in_features
         total += output[0].numel() * per_output
 
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Linear)
-    ]
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with hooked_eval(model, layers, lambda i: hook):
+        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    return total
+
+
+@contextlib.contextmanager
+def hooked_eval(model: nn.Module, layers: list[nn.Module], hook_for: Callable):
+    """The model in evaluation mode, with hook_for(i) as the forward hook of layers[i]; its
+    mode and its hooks as they were afterwards, however the block ends."""
+    handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+        yield
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return total

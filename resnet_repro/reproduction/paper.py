@@ -5,6 +5,8 @@ or FAIL where the paper reports "fail" (above 20%)."""
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..nets.units import usual_shortcut
+
 FAIL = "fail"
 FAIL_ABOVE = 20.0  # [R2] table 1: "fail" means a test error above 20%
 
@@ -39,19 +41,18 @@ def cifar_net(
 
     def match(c: dict) -> bool:
         m = c["model"]
-        usual = "A" if m["block"] == "basic" else "B"
         ok = (
             data in (None, c["data"]["name"])
             and m["arch"] == "cifar"
             and depth in (None, m["depth"])
-            and m["shortcut"] == (shortcut or usual)
+            and m["shortcut"] == (shortcut or usual_shortcut("cifar", m["block"]))
             and m["activation"] == activation
-            and m.get("shortcut_variant", "identity") == variant
-            and (m.get("shortcut_scale", 1.0), m.get("residual_scale", 1.0)) == scales
+            and m["shortcut_variant"] == variant
+            and (m["shortcut_scale"], m["residual_scale"]) == scales
         )
         if ok and gate_bias is not None:
             ok = gate_bias[0] <= m["gate_bias"] <= gate_bias[1]
-        return ok and (variant != "dropout" or m.get("dropout_rate") == 0.5)
+        return ok and (variant != "dropout" or m["dropout_rate"] == 0.5)
 
     return match
 

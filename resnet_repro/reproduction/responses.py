@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..nets.models import ResNet
+from ..nets.models import ResNet, hooked_eval
 
 
 def response_layers(model: ResNet) -> list[nn.BatchNorm2d]:
@@ -44,16 +44,9 @@ def layer_responses(model: ResNet, batches: Iterable) -> list[float]:
 
         return add
 
-    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    was_training = model.training
-    model.eval()
-    try:
+    with hooked_eval(model, layers, hook):
         for x, _ in batches:
             model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     n, total, squares = sums.unbind(1)
     mean = total / n
     return (squares / n - mean * mean).clamp_min(0).sqrt().tolist()

@@ -15,7 +15,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..errors import UserError
-from ..nets.units import UnitOptions
+from ..nets.models import model_defaults
+from ..nets.units import UnitOptions, usual_shortcut
 from ..training.records import METRICS, read_metrics
 
 # The metric names of metrics.jsonl and summary.json that the figures and tables use.
@@ -170,14 +171,16 @@ def model_label(m: dict) -> str:
     """The papers' name for a network: plain-20, ResNet-110, ResNet-34 B, ResNet-164
     (full pre-activation), ResNet-110 (exclusive gating, b_g -6), ..."""
     name = f"{'plain' if m['shortcut'] == 'none' else 'ResNet'}-{m['depth']}"
-    default_shortcut = "A" if m["arch"] == "cifar" and m["block"] == "basic" else "B"
-    if m["shortcut"] not in ("none", default_shortcut) or m["arch"] == "imagenet":
+    if (
+        m["shortcut"] not in ("none", usual_shortcut(m["arch"], m["block"]))
+        or m["arch"] == "imagenet"
+    ):
         name += f" {m['shortcut']}" if m["shortcut"] != "none" else ""
     notes = []
     if m["activation"] != "original":
         notes.append(ACTIVATION_NAMES.get(m["activation"], m["activation"]))
-    variant = m.get("shortcut_variant", "identity")
-    scales = (m.get("shortcut_scale", 1.0), m.get("residual_scale", 1.0))
+    variant = m["shortcut_variant"]
+    scales = (m["shortcut_scale"], m["residual_scale"])
     if variant == "identity" and scales != (1, 1):
         notes.append(f"scaling {scales[0]:g}/{scales[1]:g}")
     elif variant.endswith("gating"):
@@ -213,6 +216,7 @@ def read_run(path: Path) -> Run:
             file=sys.stderr,
         )
     config |= trained
+    config["model"] = model_defaults() | config["model"]  # a run from before a setting existed
     return Run(path, config, metrics, summary)
 
 

@@ -5,6 +5,7 @@ import fcntl
 import hashlib
 import io
 import os
+import shutil
 import socket
 import stat
 import time
@@ -191,3 +192,80 @@ def process_start(pid: int) -> float | None:
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """Where Hydra writes this process's .hydra/ files (conf/config.yaml): they become the run
+    directory's .hydra/ only once its settings are accepted, so that a refused resumption leaves
+    the files that describe the run's checkpoint as they were."""
+    return run_dir / f".hydra-{os.getpid()}"
+
+
+def commit_hydra_files(run_dir: Path) -> None:
+    """Called holding the run's lock: this process's staged .hydra/ files replace the run's,
+    and any staged by processes that were killed go."""
+    staged = staging_dir(run_dir)
+    if staged.is_dir():
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+        os.replace(staged, run_dir / ".hydra")
+    for other in run_dir.glob(".hydra-*"):
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def untouched(name: str) -> bool:
+    return name in (".hydra", "train.log", RunLock.NAME) or name.startswith(".hydra-")
+
+
+def remove_if_untouched(run_dir: Path) -> None:
+    """A run stopped by a user mistake leaves nothing behind: Hydra has already made its run
+    directory with the log and the staged .hydra/; remove them unless the run directory holds
+    more, or another process is using it. Only what this process created goes: in a folder
+    that was there before (files.BEFORE), just the files it added; otherwise, this process's
+    staged files alone."""
+    shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
+    if Path.cwd().resolve().is_relative_to(run_dir.resolve()) or not run_dir.is_dir():
+        return
+    try:
+        lock = RunLock(run_dir)
+    except RunLock.Busy:
+        return
+    try:
+        if made_here(run_dir):
+            if all(untouched(p.name) for p in run_dir.iterdir()):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                remove_empty_parents(run_dir)
+        else:
+            before = BEFORE.get(run_dir.expanduser().resolve(), frozenset())
+            for name in {".lock", "train.log"} - before:  # what Hydra and the lock added
+                (run_dir / name).unlink(missing_ok=True)
+    finally:
+        lock.release()
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """The directory Hydra made for a rank other than 0 (empty: conf/config.yaml writes
+    nothing there); rank 0's, which Hydra fills at once, is never empty. A folder that was
+    there before stays."""
+    if not made_here(run_dir):
+        return
+    try:
+        run_dir.rmdir()
+    except OSError:
+        return
+    remove_empty_parents(run_dir)
+
+
+def remove_empty_parents(run_dir: Path) -> None:
+    """The folders Hydra made above a run directory (the date folder, outputs/multirun/...),
+    if empty; never the working directory or a folder outside it."""
+    cwd = Path.cwd().resolve()
+    for parent in list(run_dir.resolve().parents)[:2]:
+        if parent == cwd or not parent.is_relative_to(cwd) or not made_here(parent):
+            break
+        # A sweep stopped at its first run by a mistake holds only Hydra's multirun.yaml.
+        if parent.is_dir() and {p.name for p in parent.iterdir()} == {"multirun.yaml"}:
+            (parent / "multirun.yaml").unlink()
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break

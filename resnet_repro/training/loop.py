@@ -204,7 +204,7 @@ def evaluate(
     loss_sum, wrong, wrong5, n, classes = 0.0, 0, 0, 0, 0
     # stop(): asked to stop? Agreed before each of the batches every rank's shard has (a
     # blocking all-reduce, small beside a batch of a thousand images); then EvaluationStopped.
-    agree_for = getattr(batches, "common_batches", 0) if stop else 0
+    agree_for = batches.common_batches if stop else 0  # data.EvalBatches, FolderEval
     for i, (x, y) in enumerate(batches):
         if i < agree_for and world.any(stop()):
             model.train()
