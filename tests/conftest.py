@@ -76,6 +76,24 @@ def cifar10_jpeg(tmp_path_factory) -> Path:
     return root
 
 
+def image_folder_run(root: Path, run_dir: Path, batch: int, workers: int, eval_every: int):
+    """An ImageNet-style run on a tiny image folder (fixtures.write_jpeg_folder): 32 px crops,
+    the ImageNet schedule over 2 epochs."""
+    return [
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.crop_size=32",
+        "data.resize_size=36",
+        f"data.workers={workers}",
+        f"data.batch_size={batch}",
+        "schedule=imagenet",
+        "schedule.epochs=2",
+        "trainer.log_every=3",
+        f"trainer.eval_every={eval_every}",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
 # A run long enough to be interrupted: 150 iterations, a checkpoint every 10.
 RESUME = [
     *TINY,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import RESUME, TINY, TINY_MODEL, TRAIN, assert_same_end, run_cli
+from conftest import RESUME, TINY, TINY_MODEL, TRAIN, assert_same_end, image_folder_run, run_cli
 from fixtures import write_jpeg_folder
 from PIL import Image
 
@@ -274,21 +274,8 @@ def test_multirun_sweep(tmp_path):
 def test_imagenet_model_on_an_image_folder(tmp_path):
     root = write_jpeg_folder(tmp_path / "jpegs", classes=12)
     run_dir = tmp_path / "run"
-    r = run_cli(
-        "model=preact_resnet18",
-        "data=imagefolder",
-        f"data.root={root}",
-        "data.crop_size=32",
-        "data.resize_size=36",
-        "data.workers=2",
-        "data.batch_size=8",
-        "data.ten_crop=true",
-        "schedule=imagenet",
-        "schedule.epochs=2",
-        "trainer.log_every=3",
-        "trainer.eval_every=9",
-        f"hydra.run.dir={run_dir}",
-    )
+    args = image_folder_run(root, run_dir, batch=8, workers=2, eval_every=9)
+    r = run_cli("model=preact_resnet18", "data.ten_crop=true", *args)
     assert r.returncode == 0, r.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iteration"] == 18  # 2 epochs of 72 images in batches of 8

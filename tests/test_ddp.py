@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, assert_same_end, launch
+from conftest import TINY, TINY_MODEL, TORCHRUN, TRAIN, assert_same_end, image_folder_run, launch
 from fixtures import write_jpeg_folder
 
 from resnet_repro.data import load_dataset
@@ -308,21 +308,8 @@ def test_two_ranks_on_an_image_folder(tmp_path):
     # 6 (3 a rank), 3 steps an epoch; 9 val images evaluated as 5 + 4.
     root = write_jpeg_folder(tmp_path / "jpegs")
     run_dir = tmp_path / "run"
-    r = launch(
-        "model=resnet18",
-        "data=imagefolder",
-        f"data.root={root}",
-        "data.crop_size=32",
-        "data.resize_size=36",
-        "data.workers=0",
-        "data.batch_size=6",
-        "schedule=imagenet",
-        "schedule.epochs=2",
-        "trainer.log_every=3",
-        "trainer.eval_every=3",
-        "trainer.threads=1",
-        f"hydra.run.dir={run_dir}",
-    )
+    args = image_folder_run(root, run_dir, batch=6, workers=0, eval_every=3)
+    r = launch("model=resnet18", "trainer.threads=1", *args)
     assert r.returncode == 0, r.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iteration"] == 6 and summary["world_size"] == 2
