@@ -137,16 +137,7 @@ def train_app(cfg: DictConfig) -> None:
         s = settings.from_config(config, HydraConfig.get().runtime.choices.get("model"))
         device = runtime.select_device(s.trainer.device, world)
         world, started = distributed.start(world, device), True
-        # Hydra made a run directory in every process, named by each one's own clock: rank 0's
-        # is the run's; another rank's is empty (conf/config.yaml writes nothing there off
-        # rank 0) and goes.
-        run_dir = Path(world.broadcast_object(str(hydra_dir)))
-        # The job made it if any rank saw it absent (rank 0 may have noted it after another
-        # rank's Hydra made it): then a mistake leaves it behind no more than on one process.
-        if world.any(made_here(run_dir)) and world.is_main and not made_here(run_dir):
-            claim(run_dir)
-        with world.main_first():  # rank 0 locks the run directory; its refusal stops all
-            lock = lock_run_dir(run_dir) if world.is_main else None
+        run_dir, lock = take_run_dir(world, hydra_dir)
         run(s, device, world, run_dir, stop)
     except UserError as e:
         if world.is_main:
@@ -217,6 +208,19 @@ def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:
         "lost contact with another rank (it was killed or failed; see its own output), so "
         f"every rank stops; {kept}: {then}."
     )
+
+
+def take_run_dir(world: distributed.World, hydra_dir: Path) -> tuple[Path, RunLock | None]:
+    """The run directory, the same on every rank, and rank 0's lock on it. Hydra made one in
+    every process, named by each one's own clock: rank 0's is the run's; another rank's is
+    empty (conf/config.yaml writes nothing there off rank 0) and goes at the end."""
+    run_dir = Path(world.broadcast_object(str(hydra_dir)))
+    # The job made it if any rank saw it absent (rank 0 may have noted it after another rank's
+    # Hydra made it): then a mistake leaves it behind no more than on one process.
+    if world.any(made_here(run_dir)) and world.is_main and not made_here(run_dir):
+        claim(run_dir)
+    with world.main_first():  # rank 0 locks the run directory; its refusal stops all
+        return run_dir, lock_run_dir(run_dir) if world.is_main else None
 
 
 def lock_run_dir(run_dir: Path) -> RunLock:
