@@ -5,29 +5,18 @@ batch sources itself; what both pipelines share is in images.py, the epoch plan 
 """
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Protocol
-
-import torch
 
 from ..errors import UserError, check_keys
 from ..training.distributed import World
 from .cifar import CIFAR, load_cifar
 from .folders import class_folders, load_folder
-from .sampling import EpochPlan
+from .sampling import Batches
 from .synthetic import synthetic
 from .tensors import split_validation
-
-
-class Batches(Protocol):
-    """A source of this rank's training batches, from the plan, resumable at any iteration."""
-
-    plan: EpochPlan
-    steps_per_epoch: int
-
-    def iterate(self, start_iteration: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class DataKind(Protocol):

@@ -7,6 +7,7 @@ exact resumption, do not depend on the number of ranks either.
 """
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 
@@ -52,6 +53,16 @@ class EpochPlan:
         """This rank's part of positions start:stop, split as evenly as possible."""
         part = shard(stop - start, self.world)
         return start + part.start, start + part.stop
+
+
+class Batches(Protocol):
+    """A source of this rank's training batches (data.TrainBatches, FolderBatches): the plan's,
+    resumable at any iteration. The training loop takes any such source."""
+
+    plan: EpochPlan
+    steps_per_epoch: int
+
+    def iterate(self, start_iteration: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 def mix_seed(seed: int, stream: int) -> int:

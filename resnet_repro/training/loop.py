@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Batches
+from ..data.sampling import Batches
 from ..errors import UserError
 from . import checkpoint
 from .distributed import ALONE, World
