@@ -13,7 +13,8 @@ install: $(VENV)/.installed
 # `resnet-train` finds conf/ at the top of this checkout from any working directory.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' \
+		--config-settings editable_mode=compat
 	@touch $@
 
 train: install

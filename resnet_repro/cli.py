@@ -1,7 +1,6 @@
 """`resnet-train`: the command line, Hydra's app, and how a run ends. The only module that
 reads the Hydra config: it becomes Settings once (arguments), and run.py takes it from there."""
 
-import importlib.util
 import logging
 import shutil
 import sys
@@ -13,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import settings
 from .commandline import CONF_DIR, check_overrides
-from .errors import HandedOn, UserError
+from .errors import DONE, FAULT, MISTAKE, STOPPED, HandedOn, UserError
 from .run import run
 from .settings import Settings, stop_signals
 from .training import checkpoint, distributed, runtime
@@ -62,12 +61,6 @@ def noted(path: str) -> str:
     return path
 
 
-# How a run ends (documented in the README): 0 done, or finished before; 1 stopped by a fault
-# (a loss that is not finite, a checkpoint that could not be written, a rank that was lost);
-# 2 a mistake in the settings, the data or the run directory, found before training; 130
-# stopped by a signal (Ctrl-C, SIGTERM, preemption) with a checkpoint saved: run the same
-# command to resume.
-DONE, FAULT, MISTAKE, STOPPED = 0, 1, 2, 130
 # Hydra's modes, of which a command line may give one
 MODES = {
     "--run": ("--run", "-r"),
@@ -87,16 +80,17 @@ def main() -> None:
         return
     problem = None
     printing = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--resolve"} & set(argv)
-    if "hydra/launcher=slurm" in argv and not printing:  # printing a config works anywhere
-        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-            problem = (
-                "hydra/launcher=slurm needs the SLURM extra: .venv/bin/pip install -e '.[slurm]'"
-            )
-        elif shutil.which("sbatch") is None:
-            problem = (
-                "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
-                "on a SLURM login node, or drop hydra/launcher=slurm to run the sweep here."
-            )
+    if "hydra/launcher=slurm" in argv and not printing and shutil.which("sbatch") is None:
+        problem = (
+            "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
+            "on a SLURM login node, or use hydra/launcher=local to run the sweep here."
+        )
+    if "hydra/launcher=local" in argv and distributed.world_from_env().distributed:
+        problem = (
+            "hydra/launcher=local runs each job of a sweep as one process: start the sweep "
+            "once, not under torchrun or srun (a DDP run inside a parallel sweep is not "
+            "supported; use hydra/launcher=slurm for sweeps of multi-GPU runs)."
+        )
     for arg in argv:  # a directory given on the command line may be the user's already
         key, _, value = arg.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value:

@@ -2,6 +2,13 @@
 
 import inspect
 
+# How a run ends (documented in the README): 0 done, or finished before; 1 stopped by a fault
+# (a loss that is not finite, a checkpoint that could not be written, a rank that was lost);
+# 2 a mistake in the settings, the data or the run directory, found before training; 130
+# stopped by a signal (Ctrl-C, SIGTERM, preemption) with a checkpoint saved: run the same
+# command to resume. A sweep ends with the first of 2, 130, 1 that a run of it ended with.
+DONE, FAULT, MISTAKE, STOPPED = 0, 1, 2, 130
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad setting, missing data, bad checkpoint).

@@ -130,26 +130,23 @@ def alive(pid: int) -> bool:
     return True
 
 
-class RunLock:
-    """An exclusive lock on a run directory (flock on its .lock file), held while a run uses
-    it. The kernel drops it when the process ends, however it ends: a killed run never leaves
-    it held. Taking it (constructing one) raises Busy when another process holds it."""
-
-    NAME = ".lock"
+class FileLock:
+    """An exclusive lock on a file (flock), held until release() or the process's end, however
+    it ends: the kernel drops it, so a killed process never leaves it held. Taking it
+    (constructing one) raises Busy, naming the holder, when another process holds it."""
 
     class Busy(Exception):
         pass
 
-    def __init__(self, run_dir: Path):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / self.NAME
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip()
             os.close(self.fd)
-            raise RunLock.Busy(holder or "another process") from None
+            raise FileLock.Busy(holder or "another process") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
 
@@ -157,6 +154,16 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
+
+
+class RunLock(FileLock):
+    """The lock on a run directory (its .lock file), held while a run uses it."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(run_dir / self.NAME)
 
 
 def run_name(clock: str, overrides: str | None = None, env=os.environ) -> str:
