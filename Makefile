@@ -10,7 +10,9 @@ ARGS ?=
 install: $(VENV)/.installed
 
 # Re-installs when pyproject.toml changes; the package is installed editable so that
-# `resnet-train` finds conf/ at the top of this checkout from any working directory.
+# `resnet-train` finds conf/ at the top of this checkout from any working directory. In compat
+# mode (the checkout on sys.path): Hydra's plugin scan cannot see through setuptools' default
+# editable finder, and would not find hydra/launcher=local (hydra_plugins/resnet_repro).
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' \

@@ -30,8 +30,6 @@ from .errors import DONE, FAULT, MISTAKE, STOPPED
 log = logging.getLogger("resnet_repro")
 
 
-
-
 class LocalLauncher(BaseSubmititLauncher):
     """Runs a sweep's jobs n_jobs at a time on this machine, each in a device slot."""
 

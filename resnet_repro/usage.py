@@ -15,6 +15,8 @@ results. Settings are key=value overrides (Hydra):
   resnet-train model=resnet110 data.root=/data/cifar10           one run, [R1]'s recipe
   resnet-train -m model=resnet20,resnet56 trainer.seed=0,1,2     a sweep (-m: multirun)
   resnet-train experiment=r1_cifar data.root=/data/cifar10       a result of the papers
+  resnet-train experiment=r1_cifar hydra/launcher=local          its runs side by side, one
+                                                                 a GPU (runs_per_gpu=4: four)
   torchrun --nproc_per_node=2 $(which resnet-train) model=resnet110   2 GPUs (see README)
 
 Run the same command again to resume a stopped run (hydra.run.dir=<its directory>).

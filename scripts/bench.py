@@ -1,6 +1,6 @@
 """Training speed and memory, as Markdown tables: `make bench`, or one part at a time:
 
-    python scripts/bench.py --parts pipeline settings memory depth compile ddp agree gpu
+    python scripts/bench.py --parts pipeline settings memory depth compile ddp agree gpu sweep
 
 - pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
   DataLoader, fp32) at its best worker count, against resnet-train end to end with its
@@ -13,6 +13,8 @@
 - compile: torch.compile's compile time against depth, with an empty compile cache.
 - ddp: 2 gloo ranks of 1 thread against 1 process of 2 threads, the same global batch.
 - agree: what the per-iteration stop-flag agreement of a DDP run costs on 2 gloo ranks.
+- sweep: a sweep's runs side by side (hydra/launcher=local) against one after the other: on
+  the CPU 2 runs, with the threads divided between them; on a GPU, 1, 2, 4 and 8 runs on it.
 - gpu: on a CUDA GPU (skipped without one), the bare step in fp32 NCHW, fp32 NHWC, bf16 and
   bf16 compiled, resnet-train end to end with a GPU run's settings, and the classic pipeline.
 
@@ -111,6 +113,78 @@ def end_to_end(overrides: list[str], window: int, windows: int, launcher=()) -> 
     shutil.rmtree(run_dir)
     speeds = [m["images_per_sec"] for m in records[1:]]
     return len(speeds) / sum(1 / s for s in speeds)  # equal windows: harmonic mean
+
+
+def sweep_speed(runs: int, window: int, windows: int, overrides: list[str], launcher=()):
+    """A sweep of `runs` ResNet-20 runs (seeds 0, 1, ...): (images/s of the whole sweep, wall
+    clock from start to end, start-up included; the sum over its runs of each one's training
+    speed). The second is the machine's throughput while the runs train side by side; for runs
+    one after the other, the mean of their speeds."""
+    sweep_dir = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    iterations = window * (windows + 1)
+    cmd = [
+        str(BIN / "resnet-train"),
+        "-m",
+        *launcher,
+        "model=resnet20",
+        "data=synthetic",
+        *overrides,
+        f"trainer.seed={','.join(str(i) for i in range(runs))}",
+        f"schedule.iterations={iterations}",
+        f"trainer.log_every={window}",
+        "trainer.eval_every=1000000",
+        "trainer.ckpt_every=1000000",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    start = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if r.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    speeds = []
+    for run_dir in sorted(p.parent for p in sweep_dir.glob("*/metrics.jsonl")):
+        each = [m["images_per_sec"] for m in read_metrics(run_dir) if "images_per_sec" in m]
+        speeds.append(len(each[1:]) / sum(1 / s for s in each[1:]))
+    shutil.rmtree(sweep_dir)
+    together = sum(speeds) if launcher else sum(speeds) / len(speeds)
+    return runs * iterations * 128 / wall, together
+
+
+def sweep(args) -> None:
+    """hydra/launcher=local: on the CPU, 2 runs side by side with half the threads each against
+    the same 2 runs one after the other with all the threads; on a GPU, 1, 2, 4 and 8 runs on
+    it at once."""
+    window = max(5, args.steps)
+    local = ["hydra/launcher=local"]
+    rows = []
+    for _ in range(args.repeats):  # alternately, so that noise hits both alike
+        one = sweep_speed(2, window, 3, [f"trainer.threads={THREADS}", "trainer.device=cpu"])
+        two = sweep_speed(2, window, 3, ["trainer.device=cpu"], [*local, "hydra.launcher.n_jobs=2"])
+        rows.append([f"{one[1]:.0f}", f"{two[1]:.0f}", f"{two[1] / one[1]:.2f}x"])
+        rows[-1] += [f"{one[0]:.0f}", f"{two[0]:.0f}", f"{two[0] / one[0]:.2f}x"]
+    header = ["training: one after the other", "side by side", "ratio"]
+    header += ["whole sweep: one after the other", "side by side", "ratio"]
+    table(
+        f"Two ResNet-20 runs (synthetic data): one after the other with {THREADS} threads, or "
+        f"side by side with {max(1, THREADS // 2)} each (hydra/launcher=local n_jobs=2), total "
+        "img/s; one row a repeat",
+        header,
+        rows,
+    )
+    if not torch.cuda.is_available():
+        return
+    rows = []
+    for k in (1, 2, 4, 8):
+        launcher = [*local, f"hydra.launcher.runs_per_gpu={k}", "hydra.launcher.n_jobs=" + str(k)]
+        whole, training = sweep_speed(k, window * 5, 3, ["trainer.device=cuda"], launcher)
+        rows.append([k, f"{training:.0f}", f"{whole:.0f}"])
+    machine = f"GPU: {torch.cuda.get_device_name(0)}; CPU: {cpu_name()}, {THREADS} threads"
+    table(
+        "ResNet-20 runs at once on one GPU, total img/s",
+        ["runs", "training", "whole sweep"],
+        rows,
+        machine,
+    )
 
 
 def table(title: str, header: list[str], rows: list[list], machine: str = "") -> None:
@@ -425,6 +499,7 @@ PARTS = {
     "ddp": ddp,
     "gpu": gpu,
     "agree": agree,
+    "sweep": sweep,
 }
 
 

@@ -116,6 +116,23 @@ def test_slurm_launcher_config_composes():
     assert built.params["tasks_per_node"] == 4 and built.params["max_num_timeout"] == 20
 
 
+def test_local_launcher_config_composes():
+    # hydra/launcher=local: the sweep's runs side by side, with slots beside the sweep.
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=local", "hydra.launcher.runs_per_gpu=4"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.resnet_repro.LocalLauncher"
+    assert launcher.n_jobs is None and launcher.runs_per_gpu == 4
+    assert launcher.slots_dir.endswith("/.slots") and launcher.timeout_min >= 525600
+    from hydra.core.plugins import Plugins  # Hydra finds it where it looks for launchers
+
+    assert "hydra_plugins.resnet_repro.LocalLauncher" in Plugins.instance().class_name_to_class
+
+
 def test_trainer_defaults_are_the_fast_safe_ones():
     tr = load().trainer
     assert (tr.precision, tr.channels_last, tr.compile, tr.sync_bn) == ("auto", True, "auto", False)

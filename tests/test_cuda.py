@@ -13,6 +13,7 @@ from conftest import TINY, TORCHRUN, TRAIN, launch, run_cli
 from fixtures import write_jpeg_folder
 from test_faults import start, wait_for
 
+from resnet_repro.launcher import visible_gpus
 from resnet_repro.training import checkpoint
 
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -129,3 +130,21 @@ def test_two_ranks_on_one_gpu_are_refused_with_the_reason(tmp_path):
     assert r.returncode != 0
     assert "2 ranks on this node, but only 1 GPUs visible" in r.stderr
     assert "Traceback (most recent call last)" not in r.stderr.split("torchrun")[0]
+
+
+def test_a_local_sweep_puts_two_runs_on_each_gpu(tmp_path):
+    """hydra/launcher=local with runs_per_gpu=2: each run sees only its slot's GPU."""
+    seeds = ",".join(str(i) for i in range(2 * GPUS))
+    local = ["hydra/launcher=local", "hydra.launcher.runs_per_gpu=2"]
+    r = run_cli("-m", *local, *SHORT, f"trainer.seed={seeds}", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [summary(d) for d in tmp_path.glob("[0-9]*")]
+    assert len(runs) == 2 * GPUS and {s["device"] for s in runs} == {"cuda:0"}
+    said = [
+        line
+        for log in tmp_path.glob(".submitit/*/*.err")
+        for line in log.read_text().splitlines()
+        if " in slot " in line
+    ]
+    on = sorted(line.split("GPU ")[1].split(",")[0] for line in said)
+    assert on == sorted(2 * visible_gpus()), said

@@ -29,7 +29,7 @@ def test_an_installed_wheel_trains_from_any_directory(tmp_path):
     # The build reads a copy of the sources, so that it leaves no build/ in the checkout.
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("resnet_repro", "conf"):
+    for name in ("resnet_repro", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -60,6 +60,19 @@ def test_an_installed_wheel_trains_from_any_directory(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     [summary] = (elsewhere / "outputs").rglob("summary.json")
     assert json.loads(summary.read_text())["iteration"] == 3
+    # Hydra finds the local launcher in the wheel (its plugin scan cannot see into every kind
+    # of editable install)
+    sweep = [*TINY, "trainer.seed=0,1", "schedule.iterations=3", "hydra.sweep.dir=sweep"]
+    r = subprocess.run(
+        [str(site / "bin" / "resnet-train"), "-m", "hydra/launcher=local", *sweep],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((elsewhere / "sweep").glob("*/summary.json"))) == 2
     # every config of the checkout is in the wheel
     shipped = {p.relative_to(site / "resnet_repro" / "conf") for p in site.rglob("*.yaml")}
     assert shipped == {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}

@@ -1,0 +1,201 @@
+"""hydra/launcher=local: a sweep's runs side by side on one machine, each in a device slot."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, TRAIN, assert_same_end, run_cli
+
+from hydra_plugins.resnet_repro import LocalLauncher
+from resnet_repro.reproduction.runs import find_runs
+from resnet_repro.training import slots
+from resnet_repro.training.records import read_metrics
+
+# A sweep of 4 runs long enough to be killed after a checkpoint; the threads are the slots'.
+SWEEP = [
+    *[a for a in TINY if not a.startswith("trainer.threads")],
+    "trainer.seed=0,1,2,3",
+    "schedule.iterations=40",
+    "trainer.ckpt_every=10",
+    "trainer.log_every=10",
+    "trainer.eval_every=20",
+]
+LOCAL = ["hydra/launcher=local", "hydra.launcher.n_jobs=2"]
+CPUS = len(os.sched_getaffinity(0))
+
+
+def hold_a_slot(folder, events, hold_s):
+    slot = slots.take(Path(folder), n=4, gpus=["0", "1"], cpus=8, poll_s=0.05)
+    events.put(("start", slot.gpu, slot.threads, time.monotonic()))
+    time.sleep(hold_s)
+    events.put(("end", slot.gpu, slot.threads, time.monotonic()))
+
+
+def test_eight_runs_on_two_gpus_two_per_gpu_never_put_three_on_one(tmp_path):
+    # 8 processes ask for 4 slots over 2 (faked) GPUs, at once: 4 wait for a free slot.
+    fork = multiprocessing.get_context("fork")
+    events = fork.Queue()
+    procs = [fork.Process(target=hold_a_slot, args=(tmp_path, events, 0.4)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    log = sorted((events.get(timeout=5) for _ in range(16)), key=lambda e: (e[3], e[0] == "start"))
+    on_gpu, most = {"0": 0, "1": 0}, {"0": 0, "1": 0}
+    for kind, gpu, threads, _ in log:
+        on_gpu[gpu] += 1 if kind == "start" else -1
+        most[gpu] = max(most[gpu], on_gpu[gpu])
+        assert threads == 2  # 8 CPU threads divided between 4 slots
+    assert most == {"0": 2, "1": 2}
+    assert sum(kind == "start" for kind, *_ in log) == 8
+
+
+def test_a_killed_run_frees_its_slot(tmp_path):
+    holder = subprocess.Popen(
+        [
+            *[TRAIN[0].replace("resnet-train", "python"), "-c"],
+            "import sys, time; from pathlib import Path; from resnet_repro.training import slots; "
+            "s = slots.take(Path(sys.argv[1]), 1, [], 2); print(s.index, flush=True); "
+            "time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "0"
+    with pytest.raises(slots.FileLock.Busy, match=f"pid {holder.pid}"):
+        slots.FileLock(tmp_path / "slot-0")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    slot = slots.take(tmp_path, 1, [], 2, poll_s=0.05)
+    assert (slot.index, slot.gpu, slot.threads) == (0, None, 2)
+
+
+@pytest.mark.parametrize(
+    "n_jobs, per_gpu, gpus, said",
+    [
+        (None, 1, ["0", "1"], 2),
+        (None, 4, ["0"], 4),
+        (None, 1, [], 1),
+        (3, 1, [], 3),
+        (4, 1, ["0", "1"], "more than runs_per_gpu=1 on a GPU of the 2 visible: raise"),
+        (None, 0, ["0"], "runs_per_gpu=0 must be a whole number, 1 or more"),
+        (0, 1, [], "n_jobs=0 must be a whole number"),
+    ],
+)
+def test_runs_at_a_time(n_jobs, per_gpu, gpus, said, capsys):
+    launcher = LocalLauncher(n_jobs=n_jobs, runs_per_gpu=per_gpu, timeout_min=1)
+    launcher.gpus = gpus
+    if isinstance(said, int):
+        assert launcher.runs_at_a_time() == said
+        return
+    with pytest.raises(SystemExit) as e:
+        launcher.runs_at_a_time()
+    assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_no_parallel_sweep_under_torchrun(tmp_path):
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    r = run_cli("-m", *LOCAL, "trainer.seed=0,1", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "start the sweep once, not under torchrun" in r.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def running_jobs(sweep: Path) -> int:
+    """The sweep's runs alive now: processes started by submitit for a job of this sweep."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        count += b"submitit.core._submit" in args and any(str(sweep).encode() in a for a in args)
+    return count
+
+
+def sweep_killing_a_run(sweep: Path) -> tuple[subprocess.CompletedProcess, Path, list[int]]:
+    """Runs the sweep 2 at a time, counting its live runs, and SIGKILLs the first run that has
+    saved a checkpoint (its pid is in its run directory's lock)."""
+    args = [*TRAIN, "-m", *LOCAL, *SWEEP, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = threading.Thread(target=lambda: setattr(proc, "output", proc.communicate()))
+    out.start()
+    killed, counts = None, []
+    while proc.poll() is None:
+        counts.append(running_jobs(sweep))
+        for lock in [] if killed else sweep.glob("*/.lock"):
+            holder = lock.read_text().split()
+            if (lock.parent / "checkpoints" / "last.pt").exists() and holder:
+                killed = lock.parent
+                os.kill(int(holder[1]), signal.SIGKILL)
+        time.sleep(0.05)
+    out.join()
+    return subprocess.CompletedProcess(args, proc.returncode, *proc.output), killed, counts
+
+
+@pytest.mark.slow
+def test_a_sweep_two_at_a_time_resumes_and_matches_the_sequential_sweep(tmp_path):
+    threads = max(1, CPUS // 2)  # what each of 2 slots gets
+    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
+    r = run_cli("-m", *SWEEP, f"trainer.threads={threads}", f"hydra.sweep.dir={sequential}")
+    assert r.returncode == 0, r.stderr
+
+    r, killed, counts = sweep_killing_a_run(parallel)
+    assert killed is not None and max(counts) == 2  # never more than 2 at a time
+    # the killed run ends alone: the others finish, and the sweep says what to do
+    assert r.returncode == 1, r.stderr
+    assert "ended without a result: killed?" in r.stderr
+    assert "3 of 4 runs finished, 1 did not" in r.stderr
+    assert f"hydra.sweep.dir={parallel}" in r.stderr
+    assert not (killed / "summary.json").exists()
+
+    r = run_cli("-m", *LOCAL, *SWEEP, f"hydra.sweep.dir={parallel}")  # the same command
+    assert r.returncode == 0, r.stderr
+    logs = {d.name: (d / "train.log").read_text() for d in parallel.glob("[0-9]*")}
+    assert sum("finished all 40 iterations already" in log for log in logs.values()) == 3
+    assert "resuming from iteration" in logs[killed.name]
+
+    # one directory a run, the same names and the same ends as one after the other
+    names, sweeps = sorted(d.name for d in sequential.glob("[0-9]*")), (parallel, sequential)
+    assert sorted(logs) == names and len(names) == 4
+    for name in names:
+        assert_same_end(sequential / name, parallel / name)
+        summary, alone = (json.loads((d / name / "summary.json").read_text()) for d in sweeps)
+        assert summary["hardware"]["threads"] == threads, summary["hardware"]
+        assert summary["test_error"] == alone["test_error"]
+    # the figure and table scripts read it as the sequential sweep
+    runs = {r.path.name: r for r in find_runs([parallel])}
+    assert sorted(runs) == names
+    assert [m["iteration"] for m in read_metrics(parallel / names[0])] == [
+        m["iteration"] for m in read_metrics(sequential / names[0])
+    ]
+
+
+def trained(run_dir: Path) -> bool:
+    return (run_dir / "metrics.jsonl").exists() and bool(read_metrics(run_dir))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_running_run_with_a_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [*LOCAL, *SWEEP, "schedule.iterations=400", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*TRAIN, "-m", *args], stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sum(trained(d) for d in sweep.glob("[0-9]*")) < 2:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C in the terminal: every process of the group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "0 of 4 runs finished, 2 did not, 2 did not start" in err
+    stopped = sorted(d for d in sweep.glob("[0-9]*") if (d / "checkpoints" / "last.pt").exists())
+    assert len(stopped) == 2 and len(list(sweep.glob("[0-9]*"))) == 2
+    assert err.count("stopped after iteration") == 2
