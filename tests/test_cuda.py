@@ -142,7 +142,7 @@ def test_a_local_sweep_puts_two_runs_on_each_gpu(tmp_path):
     assert len(runs) == 2 * GPUS and {s["device"] for s in runs} == {"cuda:0"}
     said = [
         line
-        for log in tmp_path.glob(".submitit/*/*.err")
+        for log in tmp_path.glob(".submitit/*/*/*.err")
         for line in log.read_text().splitlines()
         if " in slot " in line
     ]
