@@ -97,15 +97,14 @@ def test_imagenet_experiment_sets_the_axes_and_model_can_be_chosen():
     assert load("experiment=imagenet").model.depth == 50
 
 
+def launcher_config(*overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.launcher
+
+
 def test_slurm_launcher_config_composes():
     # hydra/launcher=slurm: one SLURM job per run of a sweep, one task per GPU, requeued.
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4"],
-            return_hydra_config=True,
-        )
-    launcher = cfg.hydra.launcher
+    launcher = launcher_config("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4")
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.nodes == 1
     assert launcher.max_num_timeout > 0 and launcher.signal_delay_s >= 60
@@ -118,13 +117,7 @@ def test_slurm_launcher_config_composes():
 
 def test_local_launcher_config_composes():
     # hydra/launcher=local: the sweep's runs side by side, with slots beside the sweep.
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["hydra/launcher=local", "hydra.launcher.runs_per_gpu=4"],
-            return_hydra_config=True,
-        )
-    launcher = cfg.hydra.launcher
+    launcher = launcher_config("hydra/launcher=local", "hydra.launcher.runs_per_gpu=4")
     assert launcher._target_ == "hydra_plugins.resnet_repro.LocalLauncher"
     assert launcher.n_jobs is None and launcher.runs_per_gpu == 4
     assert launcher.slots_dir.endswith("/.slots") and launcher.timeout_min >= 525600

@@ -49,29 +49,25 @@ def test_an_installed_wheel_trains_from_any_directory(tmp_path):
         text=True,
     )
     assert Path(where.stdout.strip()) == site / "resnet_repro" / "conf"
-    r = subprocess.run(
-        [str(site / "bin" / "resnet-train"), *TINY, "schedule.iterations=3"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+
+    def installed(*args) -> None:
+        r = subprocess.run(
+            [str(site / "bin" / "resnet-train"), *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    installed(*TINY, "schedule.iterations=3")
     [summary] = (elsewhere / "outputs").rglob("summary.json")
     assert json.loads(summary.read_text())["iteration"] == 3
     # Hydra finds the local launcher in the wheel (its plugin scan cannot see into every kind
     # of editable install)
     sweep = [*TINY, "trainer.seed=0,1", "schedule.iterations=3", "hydra.sweep.dir=sweep"]
-    r = subprocess.run(
-        [str(site / "bin" / "resnet-train"), "-m", "hydra/launcher=local", *sweep],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    installed("-m", "hydra/launcher=local", *sweep)
     assert len(list((elsewhere / "sweep").glob("*/summary.json"))) == 2
     # every config of the checkout is in the wheel
     shipped = {p.relative_to(site / "resnet_repro" / "conf") for p in site.rglob("*.yaml")}
