@@ -89,6 +89,8 @@ def check_overrides(argv: list[str]) -> None:
             raise UserError(f"--config-dir {d}: there is no such folder.")
     names = known_names(dirs)
     for arg in argv:
+        if arg.startswith("hydra.launcher.") and "hydra/launcher=local" in argv:
+            check_launcher_key(arg)
         if "=" not in arg or arg.startswith(("-", "+", "~", "hydra")):
             continue
         key, value = arg.split("=", 1)
@@ -110,3 +112,15 @@ def check_overrides(argv: list[str]) -> None:
                         f"{arg}: {top} has no option {choice}{did_you_mean(choice, known)} "
                         f"(options: {', '.join(known)})."
                     )
+
+
+def check_launcher_key(arg: str) -> None:
+    """hydra/launcher=local's settings are ours (conf/hydra/launcher/local.yaml): a typo among
+    them is named here (Hydra would say only that the key is not in its struct)."""
+    key = arg.split("=", 1)[0].removeprefix("hydra.launcher.").split(".", 1)[0]
+    known = set(OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "local.yaml")) - {"_target_"}
+    if key not in known:
+        raise UserError(
+            f"{arg}: hydra/launcher=local has no setting {key}{did_you_mean(key, known)} "
+            f"(settings: {', '.join(sorted(known))})."
+        )

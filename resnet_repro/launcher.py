@@ -37,16 +37,15 @@ class LocalLauncher(BaseSubmititLauncher):
 
     def __init__(self, n_jobs=None, runs_per_gpu=1, slots_dir=".slots", **submitit) -> None:
         super().__init__(**submitit)
-        self.n_jobs, self.runs_per_gpu, self.slots_dir = n_jobs, runs_per_gpu, slots_dir
-        self.gpus: list[str] = []
-        self.cpus = 1
+        # read in the sweep's process, before anything is written; the runs get them pickled
+        self.gpus, self.cpus = visible_gpus(), len(os.sched_getaffinity(0))
+        self.n_jobs = runs_at_a_time(n_jobs, runs_per_gpu, len(self.gpus))
+        self.runs_per_gpu, self.slots_dir = runs_per_gpu, slots_dir
 
     def launch(self, job_overrides, initial_job_idx) -> list[JobReturn]:
         import submitit
 
-        self.gpus = visible_gpus()
-        self.cpus = len(os.sched_getaffinity(0))
-        n = self.runs_at_a_time()
+        n = self.n_jobs
         executor = submitit.LocalExecutor(folder=self.params["submitit_folder"])
         executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
         on = f"{len(self.gpus)} GPU(s), {self.runs_per_gpu} per GPU" if self.gpus else "the CPU"
@@ -75,21 +74,6 @@ class LocalLauncher(BaseSubmititLauncher):
             stop.restore()
         return self.report(ended, [idx for idx, _ in todo], stop.received)
 
-    def runs_at_a_time(self) -> int:
-        gpus, k = len(self.gpus), self.runs_per_gpu
-        if not (isinstance(k, int) and k >= 1):
-            refuse(f"hydra.launcher.runs_per_gpu={k} must be a whole number, 1 or more.")
-        n = self.n_jobs if self.n_jobs is not None else max(1, gpus * k)
-        if not (isinstance(n, int) and n >= 1):
-            refuse(f"hydra.launcher.n_jobs={n} must be a whole number, 1 or more (or null).")
-        if gpus and n > gpus * k:
-            refuse(
-                f"hydra.launcher.n_jobs={n} runs at a time would put more than runs_per_gpu={k} "
-                f"on a GPU of the {gpus} visible: raise hydra.launcher.runs_per_gpu to "
-                f"{-(-n // gpus)}, or lower n_jobs."
-            )
-        return n
-
     def submit(self, executor, idx: int, overrides):
         """One run as a submitit job. Its controller ignores SIGINT (inherited): a Ctrl-C in the
         terminal reaches the run itself, which saves and stops, rather than the controller,
@@ -109,7 +93,7 @@ class LocalLauncher(BaseSubmititLauncher):
 
         # submitit's job bypasses SIGTERM; before the run takes the stop signals, let it end us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        slot = slots.take(Path(self.slots_dir), self.runs_at_a_time(), self.gpus, self.cpus)
+        slot = slots.take(Path(self.slots_dir), self.n_jobs, self.gpus, self.cpus)
         if slot.gpu is not None:  # set before CUDA starts: the run sees its GPU as cuda:0
             os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
         torch.set_num_threads(slot.threads)  # trainer.threads, if given, takes precedence
@@ -199,6 +183,23 @@ class SweepStop:
     def restore(self) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+def runs_at_a_time(n_jobs, runs_per_gpu, gpus: int) -> int:
+    """n_jobs, checked (null: one run per slot of every GPU, or 1 on a CPU)."""
+    k = runs_per_gpu
+    if not (isinstance(k, int) and k >= 1):
+        refuse(f"hydra.launcher.runs_per_gpu={k} must be a whole number, 1 or more.")
+    n = n_jobs if n_jobs is not None else max(1, gpus * k)
+    if not (isinstance(n, int) and n >= 1):
+        refuse(f"hydra.launcher.n_jobs={n} must be a whole number, 1 or more (or null).")
+    if gpus and n > gpus * k:
+        refuse(
+            f"hydra.launcher.n_jobs={n} runs at a time would put more than runs_per_gpu={k} "
+            f"on a GPU of the {gpus} visible: raise hydra.launcher.runs_per_gpu to "
+            f"{-(-n // gpus)}, or lower n_jobs."
+        )
+    return n
 
 
 def visible_gpus() -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY, TRAIN, assert_same_end, run_cli
 
 from hydra_plugins.resnet_repro import LocalLauncher
+from resnet_repro import launcher
 from resnet_repro.reproduction.runs import find_runs
 from resnet_repro.training import slots
 from resnet_repro.training.records import read_metrics
@@ -89,14 +90,14 @@ def test_a_killed_run_frees_its_slot(tmp_path):
         (0, 1, [], "n_jobs=0 must be a whole number"),
     ],
 )
-def test_runs_at_a_time(n_jobs, per_gpu, gpus, said, capsys):
-    launcher = LocalLauncher(n_jobs=n_jobs, runs_per_gpu=per_gpu, timeout_min=1)
-    launcher.gpus = gpus
+def test_runs_at_a_time(n_jobs, per_gpu, gpus, said, capsys, monkeypatch):
+    monkeypatch.setattr(launcher, "visible_gpus", lambda: gpus)
     if isinstance(said, int):
-        assert launcher.runs_at_a_time() == said
+        built = LocalLauncher(n_jobs=n_jobs, runs_per_gpu=per_gpu, timeout_min=1)
+        assert (built.n_jobs, built.gpus) == (said, gpus)
         return
     with pytest.raises(SystemExit) as e:
-        launcher.runs_at_a_time()
+        LocalLauncher(n_jobs=n_jobs, runs_per_gpu=per_gpu, timeout_min=1)
     assert e.value.code == 2 and said in capsys.readouterr().err
 
 
@@ -104,6 +105,22 @@ def test_no_parallel_sweep_under_torchrun(tmp_path):
     env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
     r = run_cli("-m", *LOCAL, "trainer.seed=0,1", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "start the sweep once, not under torchrun" in r.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        (
+            "hydra.launcher.runs_per_gpus=4",
+            "has no setting runs_per_gpus; did you mean runs_per_gpu",
+        ),
+        ("hydra.launcher.n_jobs=two", "n_jobs=two must be a whole number"),
+    ],
+)
+def test_a_launcher_mistake_writes_nothing(tmp_path, setting, said):
+    r = run_cli("-m", "hydra/launcher=local", setting, "trainer.seed=0,1", cwd=tmp_path)
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "outputs").exists()
 
 
