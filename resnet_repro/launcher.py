@@ -53,26 +53,27 @@ class LocalLauncher(BaseSubmititLauncher):
             f"{len(job_overrides)} runs, {n} at a time on {on}, in {self.config.hydra.sweep.dir}"
         )
         todo = list(enumerate(job_overrides, initial_job_idx))
+        what = {idx: " ".join(filter_overrides(overrides)) for idx, overrides in todo}
         running, ended = {}, {}
         stop = SweepStop()
         try:
             while running or (todo and stop.starting):
                 while todo and len(running) < n and stop.starting:
                     idx, overrides = todo.pop(0)
-                    running[idx] = (self.submit(executor, idx, overrides), overrides)
-                    log.info(f"#{idx} started: {' '.join(filter_overrides(overrides))}")
-                stop.forward_to([job for job, _ in running.values()])
-                for idx, (job, overrides) in list(running.items()):
+                    running[idx] = self.submit(executor, idx, overrides)
+                    log.info(f"#{idx} started: {what[idx]}")
+                stop.forward_to(running.values())
+                for idx, job in list(running.items()):
                     if job.done():
                         del running[idx]
-                        ended[idx] = outcome(job, overrides)
-                        log.info(f"#{idx} {ended[idx][1].split(') ', 1)[1]}")
+                        ended[idx] = outcome(job)
+                        log.info(f"#{idx} {ended[idx][1]}")
                         if ended[idx][0] == MISTAKE:  # the runs not started would make it too
                             stop.starting = False
                 time.sleep(0.2)
         finally:
             stop.restore()
-        return self.report(ended, [idx for idx, _ in todo], stop.received)
+        return self.report(ended, what, [idx for idx, _ in todo], stop.received)
 
     def submit(self, executor, idx: int, overrides):
         """One run as a submitit job. Its controller ignores SIGINT (inherited): a Ctrl-C in the
@@ -108,17 +109,17 @@ class LocalLauncher(BaseSubmititLauncher):
             traceback.print_exception(ret._return_value, file=sys.stderr)
         return ret
 
-    def report(self, ended: dict, not_started: list[int], signalled) -> list[JobReturn]:
+    def report(self, ended: dict, what: dict, not_started: list, signalled) -> list[JobReturn]:
         """The sweep's end: Hydra's results if every run finished; else what each run that
         did not said, and how to go on, with cli.py's exit code (a mistake first, then a
         stop, then a fault)."""
-        failed = {idx: how for idx, how in ended.items() if how[0] != DONE}
+        failed = {idx: end for idx, end in ended.items() if end[0] != DONE}
         if not failed and not not_started:
             return [ended[idx][2] for idx in sorted(ended)]
         for idx, (_, how, _) in sorted(failed.items()):
-            print(f"resnet-train: #{idx} {how}", file=sys.stderr)
+            print(f"resnet-train: #{idx} ({what[idx]}) {how}", file=sys.stderr)
         codes = {code for code, _, _ in failed.values()} | ({STOPPED} if signalled else set())
-        code = next(c for c in (MISTAKE, STOPPED, FAULT) if c in codes or c == FAULT)
+        code = MISTAKE if MISTAKE in codes else STOPPED if STOPPED in codes else FAULT
         print(
             f"resnet-train: {len(ended) - len(failed)} of {len(ended) + len(not_started)} runs "
             f"finished, {len(failed)} did not, {len(not_started)} did not start. Run the same "
@@ -129,21 +130,20 @@ class LocalLauncher(BaseSubmititLauncher):
         sys.exit(code)
 
 
-def outcome(job, overrides) -> tuple[int, str, JobReturn | None]:
+def outcome(job) -> tuple[int, str, JobReturn | None]:
     """How a run ended: its exit code, a line saying so, and Hydra's JobReturn."""
-    what = " ".join(filter_overrides(overrides))
     try:
         ret = job.result()
     except Exception:  # no result: the process was killed (SIGKILL, out of memory)
-        return FAULT, f"({what}) ended without a result: killed? See {job.paths.stderr}", None
+        return FAULT, f"ended without a result: killed? See {job.paths.stderr}", None
     if ret.status == JobStatus.COMPLETED:
-        return DONE, f"({what}) finished", ret
+        return DONE, "finished", ret
     error = ret._return_value
     if isinstance(error, SystemExit):
         code = error.code if isinstance(error.code, int) else FAULT
         said = last_message(job.paths.stderr)
-        return code, f"({what}) exit code {code}: {said or job.paths.stderr}", ret
-    return FAULT, f"({what}) failed: {error!r}; see {job.paths.stderr}", ret
+        return code, f"exit code {code}: {said or job.paths.stderr}", ret
+    return FAULT, f"failed: {error!r}; see {job.paths.stderr}", ret
 
 
 def last_message(stderr: Path) -> str | None:
