@@ -152,7 +152,10 @@ def test_help_introduces_the_tool_and_lists_every_experiment():
             assert f"{RUNS[name]} runs" in line
 
 
-def test_an_experiment_goes_to_slurm_as_the_same_sweep():
-    cfg = compose_cfg("experiment=r2_table1", "hydra/launcher=slurm", "data.root=/d", hydra=True)
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_an_experiment_goes_to_a_launcher_as_the_same_sweep(launcher):
+    cfg = compose_cfg(
+        "experiment=r2_table1", f"hydra/launcher={launcher}", "data.root=/d", hydra=True
+    )
+    assert cfg.hydra.launcher._target_.endswith(f"{launcher.capitalize()}Launcher")
     assert cfg.hydra.mode == RunMode.MULTIRUN and "shortcut_case" in cfg.hydra.sweeper.params
