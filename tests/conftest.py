@@ -76,9 +76,10 @@ def cifar10_jpeg(tmp_path_factory) -> Path:
     return root
 
 
-def image_folder_run(root: Path, run_dir: Path, batch: int, workers: int, eval_every: int):
+def image_folder_run(root: Path, run_dir: Path | None, batch: int, workers: int, eval_every: int):
     """An ImageNet-style run on a tiny image folder (fixtures.write_jpeg_folder): 32 px crops,
-    the ImageNet schedule over 2 epochs."""
+    the ImageNet schedule over 2 epochs (in run_dir, unless None: a sweep's)."""
+    where = [f"hydra.run.dir={run_dir}"] if run_dir else []
     return [
         "data=imagefolder",
         f"data.root={root}",
@@ -90,7 +91,7 @@ def image_folder_run(root: Path, run_dir: Path, batch: int, workers: int, eval_e
         "schedule.epochs=2",
         "trainer.log_every=3",
         f"trainer.eval_every={eval_every}",
-        f"hydra.run.dir={run_dir}",
+        *where,
     ]
 
 
