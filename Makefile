@@ -26,8 +26,8 @@ test: install
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install
-	$(BIN)/ruff check resnet_repro scripts tests
-	$(BIN)/ruff format --check resnet_repro scripts tests
+	$(BIN)/ruff check resnet_repro hydra_plugins scripts tests
+	$(BIN)/ruff format --check resnet_repro hydra_plugins scripts tests
 
 # Every figure and table the runs support: make figures RUNS="outputs/r1_cifar/<date> ..." OUT=figures
 RUNS ?=
