@@ -43,7 +43,7 @@ def test_eight_runs_on_two_gpus_two_per_gpu_never_put_three_on_one(tmp_path):
     # 8 processes ask for 4 slots over 2 (faked) GPUs, at once: 4 wait for a free slot.
     fork = multiprocessing.get_context("fork")
     events = fork.Queue()
-    procs = [fork.Process(target=hold_a_slot, args=(tmp_path, events, 0.4)) for _ in range(8)]
+    procs = [fork.Process(target=hold_a_slot, args=(tmp_path, events, 1.0)) for _ in range(8)]
     for p in procs:
         p.start()
     for p in procs:
