@@ -14,7 +14,9 @@ from conftest import TINY, TINY_MODEL, TRAIN, assert_same_end, image_folder_run,
 from fixtures import write_jpeg_folder
 
 from hydra_plugins.resnet_repro import LocalLauncher
-from resnet_repro import launcher
+from resnet_repro import cli, launcher
+from resnet_repro.commandline import check_overrides
+from resnet_repro.errors import UserError
 from resnet_repro.reproduction.runs import find_runs
 from resnet_repro.training import slots
 from resnet_repro.training.records import read_metrics
@@ -102,27 +104,31 @@ def test_runs_at_a_time(n_jobs, per_gpu, gpus, said, capsys, monkeypatch):
     assert e.value.code == 2 and said in capsys.readouterr().err
 
 
-def test_no_parallel_sweep_under_torchrun(tmp_path):
-    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
-    r = run_cli("-m", *LOCAL, "trainer.seed=0,1", cwd=tmp_path, env=env)
-    assert r.returncode == 2 and "start the sweep once, not under torchrun" in r.stderr
+def test_no_parallel_sweep_under_torchrun(tmp_path, monkeypatch, capsys):
+    # refused by the console script before Hydra starts: in this process
+    for key, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["resnet-train", "-m", *LOCAL, "trainer.seed=0,1"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert (
+        e.value.code == 2 and "start the sweep once, not under torchrun" in capsys.readouterr().err
+    )
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize(
-    "setting, said",
-    [
-        (
-            "hydra.launcher.runs_per_gpus=4",
-            "has no setting runs_per_gpus; did you mean runs_per_gpu",
-        ),
-        ("hydra.launcher.n_jobs=two", "n_jobs=two must be a whole number"),
-    ],
-)
-def test_a_launcher_mistake_writes_nothing(tmp_path, setting, said):
-    r = run_cli("-m", "hydra/launcher=local", setting, "trainer.seed=0,1", cwd=tmp_path)
-    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "outputs").exists()
+def test_a_misspelt_launcher_setting_is_named():
+    with pytest.raises(UserError, match="has no setting runs_per_gpus; did you mean runs_per_gpu"):
+        check_overrides(["-m", "hydra/launcher=local", "hydra.launcher.runs_per_gpus=4"])
+
+
+def test_a_launcher_mistake_writes_nothing(tmp_path):
+    r = run_cli(
+        "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=two", "trainer.seed=0,1", cwd=tmp_path
+    )
+    assert r.returncode == 2 and "n_jobs=two must be a whole number" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "outputs").exists()
 
 
 def running_jobs(sweep: Path) -> int:
@@ -152,6 +158,7 @@ def sweep_killing_a_run(sweep: Path) -> tuple[subprocess.CompletedProcess, Path,
             if (lock.parent / "checkpoints" / "last.pt").exists() and holder:
                 killed = lock.parent
                 os.kill(int(holder[1]), signal.SIGKILL)
+                break  # one run only
         time.sleep(0.05)
     out.join()
     return subprocess.CompletedProcess(args, proc.returncode, *proc.output), killed, counts
