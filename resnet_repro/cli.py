@@ -78,19 +78,8 @@ def main() -> None:
     if {"--help", "-h"} & set(argv):
         print(usage(CONF_DIR))
         return
-    problem = None
     printing = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--resolve"} & set(argv)
-    if "hydra/launcher=slurm" in argv and not printing and shutil.which("sbatch") is None:
-        problem = (
-            "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
-            "on a SLURM login node, or use hydra/launcher=local to run the sweep here."
-        )
-    if "hydra/launcher=local" in argv and distributed.world_from_env().distributed:
-        problem = (
-            "hydra/launcher=local runs each job of a sweep as one process: start the sweep "
-            "once, not under torchrun or srun (a DDP run inside a parallel sweep is not "
-            "supported; use hydra/launcher=slurm for sweeps of multi-GPU runs)."
-        )
+    problem = None if printing else launcher_problem(argv)  # printing a config works anywhere
     for arg in argv:  # a directory given on the command line may be the user's already
         key, _, value = arg.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value:
@@ -162,6 +151,34 @@ def train_app(cfg: DictConfig) -> None:
             rank = f" (rank {world.rank})" if not world.is_main else ""
             print(f"resnet-train{rank}: {message}", file=sys.stderr)
         sys.exit(code)
+
+
+def launcher_problem(argv: list[str]) -> str | None:
+    """What stops the sweep launcher asked for from working here, which Hydra would report
+    with a traceback."""
+    if "hydra/launcher=slurm" in argv and shutil.which("sbatch") is None:
+        return (
+            "hydra/launcher=slurm submits to SLURM, but this machine has no sbatch: run it "
+            "on a SLURM login node, or use hydra/launcher=local to run the sweep here."
+        )
+    if "hydra/launcher=local" not in argv:
+        return None
+    if distributed.world_from_env().distributed:
+        return (
+            "hydra/launcher=local runs each job of a sweep as one process: start the sweep "
+            "once, not under torchrun or srun (a DDP run inside a parallel sweep is not "
+            "supported; use hydra/launcher=slurm for sweeps of multi-GPU runs)."
+        )
+    from hydra.core.plugins import Plugins
+
+    if "hydra_plugins.resnet_repro.LocalLauncher" not in Plugins.instance().class_name_to_class:
+        return (
+            "Hydra does not find hydra/launcher=local's class (hydra_plugins/resnet_repro): "
+            "its plugin scan cannot see into setuptools' default editable install. Install "
+            "with make install, or pip install -e . --config-settings editable_mode=compat, "
+            "or as a wheel (pip install .)."
+        )
+    return None
 
 
 def ending(e: BaseException, run_dir: Path) -> tuple[int, str]:

@@ -118,6 +118,21 @@ def test_no_parallel_sweep_under_torchrun(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_an_install_hydra_cannot_scan_is_named(tmp_path, monkeypatch, capsys):
+    # setuptools' default editable install hides hydra_plugins/resnet_repro from Hydra's scan
+    from hydra.core.plugins import Plugins
+
+    found = dict(Plugins.instance().class_name_to_class)
+    del found["hydra_plugins.resnet_repro.LocalLauncher"]
+    monkeypatch.setattr(Plugins.instance(), "class_name_to_class", found)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["resnet-train", "-m", *LOCAL, "trainer.seed=0,1"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2 and "editable_mode=compat" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_a_misspelt_launcher_setting_is_named():
     with pytest.raises(UserError, match="has no setting runs_per_gpus; did you mean runs_per_gpu"):
         check_overrides(["-m", "hydra/launcher=local", "hydra.launcher.runs_per_gpus=4"])
