@@ -3,6 +3,7 @@ reads the Hydra config: it becomes Settings once (arguments), and run.py takes i
 
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -75,10 +76,14 @@ def main() -> None:
     """The console script: the command line is checked before Hydra reads it, and what Hydra's
     launchers need before Hydra starts them, since their own failures surface as tracebacks."""
     argv = sys.argv[1:]
+    printing = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--resolve"} & set(argv)
+    if printing or {"--help", "-h"} & set(argv):
+        # A command that only prints ends quietly when its reader leaves (`| head`), as Unix
+        # tools do; a training run keeps Python's way, so that a closed pipe never kills it.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if {"--help", "-h"} & set(argv):
         print(usage(CONF_DIR))
         return
-    printing = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--resolve"} & set(argv)
     problem = None if printing else launcher_problem(argv)  # printing a config works anywhere
     for arg in argv:  # a directory given on the command line may be the user's already
         key, _, value = arg.partition("=")

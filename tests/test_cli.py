@@ -196,6 +196,21 @@ def test_printing_a_config_works_anywhere_and_takes_a_users_own_files(tmp_path):
     assert "depth: 110" in r.stdout and "weight_decay: 0.0005" in r.stdout
 
 
+@pytest.mark.parametrize("printing", [["--help"], ["--cfg", "job"]])
+def test_printing_into_a_reader_that_has_gone_ends_quietly(printing, tmp_path):
+    """`resnet-train --help | head`: the reader leaves early, and the command ends as a Unix tool
+    does (SIGPIPE), not with Python's BrokenPipeError traceback (seen before, from --help)."""
+    read, write = os.pipe()
+    os.close(read)  # gone before the first line, so that every write fails: no race
+    try:
+        r = subprocess.run(
+            [*TRAIN, *printing], stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+    finally:
+        os.close(write)
+    assert r.returncode == -signal.SIGPIPE and r.stderr == ""
+
+
 def test_a_mistake_never_removes_what_was_there_before(tmp_path):
     """Before: the user's own folder (mylogs/.hydra, mylogs/train.log) was deleted with the run
     directory Hydra "made". Now only what this process created goes."""
