@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -41,6 +42,7 @@ class LocalLauncher(BaseSubmititLauncher):
         self.gpus, self.cpus = visible_gpus(), len(os.sched_getaffinity(0))
         self.n_jobs = runs_at_a_time(n_jobs, runs_per_gpu, len(self.gpus))
         self.runs_per_gpu, self.slots_dir = runs_per_gpu, slots_dir
+        self.sweep = os.getpid(), started(os.getpid())  # watched by each run
 
     def launch(self, job_overrides, initial_job_idx) -> list[JobReturn]:
         import submitit
@@ -94,6 +96,7 @@ class LocalLauncher(BaseSubmititLauncher):
 
         # submitit's job bypasses SIGTERM; before the run takes the stop signals, let it end us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=stop_when_gone, args=self.sweep, daemon=True).start()
         slot = slots.take(Path(self.slots_dir), self.n_jobs, self.gpus, self.cpus)
         if slot.gpu is not None:  # set before CUDA starts: the run sees its GPU as cuda:0
             os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
@@ -183,6 +186,28 @@ class SweepStop:
     def restore(self) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+def stop_when_gone(sweep: int, since: str | None) -> None:
+    """In a run's process: once the sweep's process is gone (SIGKILL), the run stops as at a
+    Ctrl-C, with a checkpoint, rather than going on unseen, holding a run directory that the
+    sweep's rerun would then find taken."""
+    while since is not None and started(sweep) == since:
+        time.sleep(1)
+    if since is not None:
+        print("resnet-train: the sweep's process is gone: stopping.", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def started(pid: int) -> str | None:
+    """When process pid started (a pid alone may be reused), None if it is gone, a zombie, or
+    this is no Linux /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the name, which may hold spaces
+    return None if fields[0] in ("Z", "X") else fields[19]  # state, starttime (fields 3, 22)
 
 
 def runs_at_a_time(n_jobs, runs_per_gpu, gpus: int) -> int:

@@ -19,6 +19,7 @@ from resnet_repro.commandline import check_overrides
 from resnet_repro.errors import UserError
 from resnet_repro.reproduction.runs import find_runs
 from resnet_repro.training import slots
+from resnet_repro.training.files import RunLock
 from resnet_repro.training.records import read_metrics
 
 # A sweep of 4 runs long enough to be killed after a checkpoint; the threads are the slots'.
@@ -146,15 +147,16 @@ def test_a_launcher_mistake_writes_nothing(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "outputs").exists()
 
 
-def running_jobs(sweep: Path) -> int:
-    """The sweep's runs alive now: processes started by submitit for a job of this sweep."""
+def sweep_processes(sweep: Path, kind: bytes = b"submitit.") -> int:
+    """The sweep's processes alive now whose command line names kind: submitit.core._submit
+    for its runs, submitit. for the runs and their controllers (submitit.local._local)."""
     count = 0
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        count += b"submitit.core._submit" in args and any(str(sweep).encode() in a for a in args)
+        count += any(kind in a for a in args) and any(str(sweep).encode() in a for a in args)
     return count
 
 
@@ -167,7 +169,7 @@ def sweep_killing_a_run(sweep: Path) -> tuple[subprocess.CompletedProcess, Path,
     out.start()
     killed, counts = None, []
     while proc.poll() is None:
-        counts.append(running_jobs(sweep))
+        counts.append(sweep_processes(sweep, b"submitit.core._submit"))
         for lock in [] if killed else sweep.glob("*/.lock"):
             holder = lock.read_text().split()
             if (lock.parent / "checkpoints" / "last.pt").exists() and holder:
@@ -248,3 +250,32 @@ def test_ctrl_c_stops_every_running_run_with_a_checkpoint(tmp_path):
     assert err.count("stopped after iteration") == 2
     for output in sweep.glob(".submitit/*/*/*_log.*"):  # the runs' and their workers' output
         assert "Traceback" not in output.read_text(), output
+
+
+@pytest.mark.slow
+def test_runs_whose_sweep_was_killed_stop_with_a_checkpoint(tmp_path):
+    """A SIGKILL of the sweep's own process (kill -9): its runs would go on unseen, and the
+    sweep's rerun would find their directories taken. They stop as at a Ctrl-C, with a
+    checkpoint, and leave their directories free for the rerun."""
+    sweep, long = tmp_path / "sweep", ["schedule.iterations=100000", "trainer.ckpt_every=100000"]
+    args = [*LOCAL, *TINY[:-1], *long, "trainer.seed=0,1", "trainer.log_every=5"]
+    proc = subprocess.Popen(
+        [*TRAIN, "-m", *args, f"hydra.sweep.dir={sweep}"], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sum(trained(d) for d in sweep.glob("[0-9]*")) < 2:
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sweep_processes(sweep):
+        time.sleep(0.1)
+    assert sweep_processes(sweep) == 0
+    runs = sorted(sweep.glob("[0-9]*"))
+    assert len(runs) == 2
+    for run in runs:  # a checkpoint at the stop, though none was due; the directory is free
+        assert (run / "checkpoints" / "last.pt").exists()
+        RunLock(run).release()
+    said = [f.read_text() for f in sweep.glob(".submitit/*/*/*_log.err")]
+    assert len(said) == 2 and all("sweep's process is gone" in err for err in said)
+    assert all("stopped after iteration" in err and "Traceback" not in err for err in said)
