@@ -7,8 +7,9 @@ dies (killed, out of memory) ends alone and the others go on; joblib's process p
 local launcher, ends them all with it. What this module adds to the plugin: the number of runs
 at a time (submitit's local executor starts every job at once), the slots, and stopping: a
 Ctrl-C or SIGTERM starts no more runs, and each running run saves a checkpoint and stops, as a
-single run does. Run the same command with hydra.sweep.dir=<the sweep> to go on: finished runs
-say so and are skipped, stopped ones resume."""
+single run does; so does each run of a sweep whose own process was killed. Run the same
+command with hydra.sweep.dir=<the sweep> to go on: finished runs say so and are skipped,
+stopped ones resume."""
 
 import logging
 import os
