@@ -10,7 +10,7 @@ from resnet_repro.data import load_dataset
 from resnet_repro.training.records import read_metrics
 
 pytestmark = pytest.mark.slow
-ITERATIONS = 300
+ITERATIONS = 200  # test error 58.4% at 200 (53.2% at 300) on an Intel Xeon
 
 
 def test_resnet20_learns_real_cifar10(cifar10_jpeg, tmp_path, capsys):
