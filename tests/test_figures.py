@@ -156,8 +156,9 @@ def test_make_figures_draws_figures_6_and_7_and_the_tables(degradation, tmp_path
 
 
 def test_curves_and_table_of_the_shortcut_types(shortcut_types, tmp_path):
+    # ARGS given, even empty: `make test ARGS="-k ..."` hands its ARGS down (MAKEFLAGS)
     r = subprocess.run(
-        ["make", "-s", "figures", f"RUNS={shortcut_types}", f"OUT={tmp_path}"],
+        ["make", "-s", "figures", f"RUNS={shortcut_types}", f"OUT={tmp_path}", "ARGS="],
         cwd=ROOT,
         capture_output=True,
         text=True,
