@@ -1,20 +1,39 @@
-"""The console script's first step: it imports nothing heavy, so that a Ctrl-C while torch and
+"""The console scripts' first step: they import nothing heavy, so that a Ctrl-C while torch and
 Hydra load (seconds) ends with a sentence, not a traceback from inside an import."""
 
 import sys
 
 
 def main() -> None:
+    """resnet-train"""
     try:
         from .cli import main as run
     except KeyboardInterrupt:
-        stopped_while_starting()
+        stopped_while_starting("resnet-train", "before any training")
     try:
         run()
     except KeyboardInterrupt:  # before the run's own handling starts (Hydra's composition)
-        stopped_while_starting()
+        stopped_while_starting("resnet-train", "before any training")
 
 
-def stopped_while_starting() -> None:
-    print("resnet-train: stopped (Ctrl-C) while starting, before any training.", file=sys.stderr)
+def eval_main() -> None:
+    """resnet-eval"""
+    try:
+        from .evaluate import eval_main as run
+    except KeyboardInterrupt:
+        stopped_while_starting("resnet-eval", "before evaluating")
+    run()
+
+
+def export_main() -> None:
+    """resnet-export"""
+    try:
+        from .evaluate import export_main as run
+    except KeyboardInterrupt:
+        stopped_while_starting("resnet-export", "before exporting")
+    run()
+
+
+def stopped_while_starting(command: str, before: str) -> None:
+    print(f"{command}: stopped (Ctrl-C) while starting, {before}.", file=sys.stderr)
     sys.exit(130)

@@ -166,6 +166,7 @@ class FolderEval:
 
     def __init__(self, data: FolderData, batch_size: int, normalize: Normalize, device, world):
         part = Subset(data.val, shard(len(data.val), world))
+        self.size = len(part)  # images in this rank's shard
         self.common_batches = common_batches(len(data.val), batch_size, world)  # loop.evaluate
         self.loader = loader(part, data.workers, device, batch_size=batch_size)
         self.normalize, self.device = normalize, device

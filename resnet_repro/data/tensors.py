@@ -180,6 +180,7 @@ class EvalBatches:
         self.images = images[part.start : part.stop].to(device)
         self.labels = labels[part.start : part.stop].to(device)
         self.batch_size, self.normalize = batch_size, normalize
+        self.size = len(self.labels)  # images in this rank's shard
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in zip(

@@ -152,8 +152,9 @@ def first_line(e: Exception) -> str:
     return line or type(e).__name__
 
 
-def load_checkpoint(path: Path) -> dict:
-    """The checkpoint in path, checked; Damaged says what is wrong with it."""
+def read_file(path: Path, what: str = "PyTorch file"):
+    """What a file written by torch.save holds, read without running code; Damaged says what is
+    wrong with it (empty, truncated, not PyTorch's, or holding objects that could run code)."""
     try:
         size = path.stat().st_size
     except OSError as e:
@@ -161,9 +162,9 @@ def load_checkpoint(path: Path) -> dict:
     if size == 0:
         raise Damaged(f"{path} is empty (0 bytes)")
     if not zipfile.is_zipfile(path):
-        raise Damaged(f"{path} is not a whole PyTorch checkpoint (truncated, or another file)")
+        raise Damaged(f"{path} is not a whole {what} (truncated, or another file)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "GLOBAL" in first_line(e):  # it names a function or class to load
             raise Damaged(
@@ -174,7 +175,12 @@ def load_checkpoint(path: Path) -> dict:
         raise Damaged(f"{path} is damaged ({first_line(e)})") from None
     except Exception as e:  # a damaged archive shows up as any of several errors
         raise Damaged(f"{path} is damaged ({first_line(e)})") from None
-    if not isinstance(ckpt, dict) or not REQUIRED <= ckpt.keys():
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The checkpoint in path, checked; Damaged says what is wrong with it."""
+    ckpt = read_file(path, "PyTorch checkpoint")
+    if not is_checkpoint(ckpt):
         raise Damaged(f"{path} is not a resnet-train checkpoint (it lacks {sorted(REQUIRED)})")
     saved = ckpt.pop("checksum", None)
     if saved is not None and digest(ckpt) != saved:
@@ -183,6 +189,10 @@ def load_checkpoint(path: Path) -> dict:
             "(a failing disk or a copy gone wrong)"
         )
     return ckpt
+
+
+def is_checkpoint(obj) -> bool:
+    return isinstance(obj, dict) and REQUIRED <= obj.keys()
 
 
 def latest(folder: Path) -> dict | None:
