@@ -195,23 +195,27 @@ def export_main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     args = p.parse_args(argv)
     try:
-        print(export_line(read(args.source), args.out, args.force))
+        check_out(args.out, args.force)
+        print(export_line(read(args.source), args.out))
     except UserError as e:
         sys.exit(say("resnet-export", str(e), MISTAKE))
     except KeyboardInterrupt:
         sys.exit(say("resnet-export", "stopped (Ctrl-C).", STOPPED))
 
 
-def export_line(w: Weights, out: Path, force: bool) -> str:
+def check_out(out: Path, force: bool) -> None:
+    if out.suffix == ".json":
+        raise UserError(f"{out}: name the weights file (.pt); its description goes beside it.")
+    if not force and (out.exists() or out.with_suffix(".json").exists()):
+        raise UserError(f"{out} (or its .json) exists: give another name, or --force to replace.")
+
+
+def export_line(w: Weights, out: Path) -> str:
     """Export, and say what was written."""
     if w.kind == "weights":
         raise UserError(
             f"{printable(w.path)} is a weights file already: export a run or a checkpoint."
         )
-    if out.suffix == ".json":
-        raise UserError(f"{out}: name the weights file (.pt); its description goes beside it.")
-    if not force and (out.exists() or out.with_suffix(".json").exists()):
-        raise UserError(f"{out} (or its .json) exists: give another name, or --force to replace.")
     about = export(w, out)
     meta = json.loads(about.read_text())
     t, m = w.trained, w.model
@@ -220,11 +224,7 @@ def export_line(w: Weights, out: Path, force: bool) -> str:
         f"{w.label}, iteration {t.get('iteration')} of {t.get('iterations')}{done}: written to "
         f"{out} (sha256 {meta['sha256']}), described in {about}"
     )
-    if (
-        m["arch"] == "imagenet"
-        and m["shortcut"] == "B"
-        and model_label(m) == f"ResNet-{m['depth']} B"
-    ):
+    if m["arch"] == "imagenet" and w.label == f"ResNet-{m['depth']} B":  # torchvision's net
         classes = w.state["fc.weight"].shape[0]
         line += f"; it loads into torchvision.models.resnet{m['depth']}(num_classes={classes})"
     return line
