@@ -20,6 +20,7 @@ RUNS = {  # what each sweep must run: the papers' grids, 5 seeds where [R2] and 
     "degradation_cpu": 4,
     "shortcuts_cpu": 6,  # and the identity and scaling again with seed 1: a second command
     "r1_cifar": 10,
+    "r1_table6_short": 3,  # the control of docs/r1_table6.md, a sweep over seeds
     "r1_resnet110_seeds": 5,
     "r1_imagenet": 8,
     "r2_table1": 50,
@@ -140,6 +141,16 @@ def test_shortcuts_cpu_is_r2s_recipe_shortened(configurations):
     assert s.warmup_iterations * 64000 == 400 * s.iterations and s.warmup_lr == 0.01
     r1 = configurations["degradation_cpu"][0][0].schedule
     assert (s.iterations, list(s.milestones)) == (r1.iterations, list(r1.milestones))
+
+
+def test_r1_table6_short_is_r1s_recipe_20_times_shorter(configurations):
+    cfgs, seeds = configurations["r1_table6_short"]
+    assert [c.model.depth for c in cfgs] == [20] and seeds == ["0", "1", "2"]
+    s = cfgs[0].schedule
+    assert s.iterations * 20 == 64000 and list(s.milestones) == [1600, 2400]
+    default = compose_cfg("data.root=/d")
+    for group in ("data", "optim"):  # the recipe itself is [R1]'s, as it ships
+        assert cfgs[0][group] == default[group]
 
 
 def test_help_introduces_the_tool_and_lists_every_experiment():
