@@ -1,6 +1,16 @@
 """The papers' tables filled in from runs: Markdown, the measured numbers beside the published."""
 
-from .paper import FAIL, FAIL_ABOVE, R2_TABLE1, TABLES, Table, r2_table1_rows
+from .paper import (
+    FAIL,
+    FAIL_ABOVE,
+    PAPER_ITERATIONS,
+    R1_TABLE6,
+    R1_TABLE6_REPRODUCTIONS,
+    R2_TABLE1,
+    TABLES,
+    Table,
+    r2_table1_rows,
+)
 from .runs import TEST_ERROR, TRAIN_ERROR, TRAIN_LOSS, Group, Run, group_runs, model_label
 
 HEADER = (
@@ -59,6 +69,44 @@ def table_lines(table: Table, groups: list[Group]) -> list[str]:
             lines.append(f"| {row.name} | | 0 | not run | | | {paper_cell(row.paper)} | | |")
         for group in found:
             lines.append(group_line(row.name, group, row.paper, row.note, row.statistic))
+    return lines + [""]
+
+
+def reproduction_lines(groups: list[Group]) -> list[str]:
+    """[R1] table 6's rows trained on the paper's whole schedule, beside [R1] and independent
+    reproductions of it (each with its recipe and source)."""
+    rows = [
+        (row, g)
+        for row in R1_TABLE6.rows
+        for g in groups
+        if row.match(g.config) and g.iterations == PAPER_ITERATIONS and g.finished
+    ]
+    if not rows:
+        return []
+    names = [r.name for r in R1_TABLE6_REPRODUCTIONS]
+    lines = [
+        f"## [R1] table 6 at its own schedule ({PAPER_ITERATIONS} iterations), beside "
+        "independent reproductions",
+        "",
+        "| network | data | here: median (n) | [R1] | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for row, g in rows:
+        s = g.stats(TEST_ERROR)
+        others = [
+            f"{r.errors[row.name]:.2f}" if row.name in r.errors else ""
+            for r in R1_TABLE6_REPRODUCTIONS
+        ]
+        cells = [
+            row.name,
+            g.runs[0].data,
+            f"{s.median:.2f} ({s.n})",
+            paper_cell(row.paper),
+            *others,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {r.name}: {r.recipe}. {r.source}" for r in R1_TABLE6_REPRODUCTIONS]
     return lines + [""]
 
 
@@ -178,6 +226,7 @@ def make_tables(runs: list[Run]) -> str:
     lines = []
     for table in TABLES:
         lines += table_lines(table, groups)
+        lines += reproduction_lines(groups) if table is R1_TABLE6 else []
     lines += shortcut_lines(groups)
     shown = {g.key for found in shortcut_groups(groups).values() for _, g in found}
     lines += other_lines(groups, shown)
