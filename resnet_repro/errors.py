@@ -38,3 +38,14 @@ def check_keys(accepts, group: str, kwargs: dict) -> None:
             f"{group} has no setting {', '.join(unknown)}; its settings are "
             f"{', '.join(p for p in accepts if p not in ('self', 'params'))}."
         )
+
+
+# PyTorch's lines around what went wrong: its advice to load with weights_only=False, among them
+ADVICE = ("weights_only", "Weights only", "Please file an issue", "Check the documentation")
+
+
+def first_line(e: Exception) -> str:
+    """The first line of an error that says what went wrong, without PyTorch's advice."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    line = next((ln for ln in lines if not any(a in ln for a in ADVICE)), "")
+    return line or type(e).__name__

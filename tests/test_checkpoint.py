@@ -172,3 +172,30 @@ def test_a_checkpoint_written_before_the_reshape_still_resumes(tmp_path):
     # round differently).
     for key in ("train_loss", "train_error", "test_loss", "test_error"):
         assert end[key] == pytest.approx(then[key], rel=1e-3), key
+
+
+@pytest.mark.parametrize("saved_layout", [torch.channels_last, torch.contiguous_format])
+def test_momentum_buffers_take_their_parameters_layout_on_resume(saved_layout):
+    """A run resumed with the other trainer.channels_last (allowed): each momentum buffer takes
+    its parameter's strides, which CUDA's fused SGD demands, and keeps its values."""
+    from resnet_repro.nets.models import build_model
+    from resnet_repro.training.distributed import ALONE
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_model(8).to(memory_format=saved_layout)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3, 32, 32).contiguous(memory_format=saved_layout)).sum().backward()
+    sgd.step()
+    ckpt = {"model": model.state_dict(), "optimizer": sgd.state_dict(), "iteration": 1}
+    ckpt["rng"] = checkpoint.rng_state(cpu)
+    other = torch.contiguous_format if saved_layout == torch.channels_last else torch.channels_last
+    resumed = build_model(8).to(memory_format=other)
+    resumed_sgd = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
+    checkpoint.restore(ckpt, resumed, resumed_sgd, None, ALONE, cpu)
+    convs = [p for p in resumed.parameters() if p.dim() == 4]
+    assert convs
+    for p, saved in zip(resumed.parameters(), sgd.state.values(), strict=True):
+        buffer = resumed_sgd.state[p]["momentum_buffer"]
+        assert buffer.stride() == p.stride()
+        assert torch.equal(buffer, saved["momentum_buffer"])

@@ -59,7 +59,7 @@ def test_ten_crop_evaluation(folder):
         torch.equal(x[9][..., a : 32 - b], mirror[..., b : 32 - a])
         for a, b in ((0, 0), (1, 0), (0, 1))
     )
-    split = FolderEval(data, 4, NORMALIZE, CPU, World())
+    split = FolderEval(data, 40, NORMALIZE, CPU, World())  # 40 crops: 4 images
     xb, yb = next(iter(split))
     assert xb.shape == (4, 10, 3, 32, 32) and xb.dtype == torch.float32
 
@@ -68,7 +68,26 @@ def test_ten_crop_evaluation(folder):
             return torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3)), x[:, 0].mean((1, 2))], 1)
 
     result = evaluate(Mean(), split, torch.autocast("cpu", enabled=False), prefix="val")
-    assert set(result) == {"val_loss", "val_error"} and 0 <= result["val_error"] <= 100
+    assert set(result) == {"val_loss", "val_error"}
+    # [R1]'s 10-crop testing: the softmax averaged over each image's crops, then the error
+    wrong = sum(
+        int(Mean()(NORMALIZE(x)).softmax(-1).mean(0).argmax() != y)
+        for x, y in (data.val[i] for i in range(len(data.val)))
+    )
+    assert result["val_error"] == pytest.approx(100 * wrong / len(data.val))
+    centre = evaluate(Mean(), FolderEval(load(folder), 4, NORMALIZE, CPU, World()),
+                      torch.autocast("cpu", enabled=False), prefix="val")  # fmt: skip
+    assert centre["val_loss"] != pytest.approx(result["val_loss"])  # the crops counted
+
+
+def test_a_ten_crop_batch_holds_at_most_eval_batch_size_crops(folder):
+    """eval_batch_size counts what goes through the net at once: ten crops of ResNet-50 for each
+    of 1000 images would take tens of GB."""
+    data = load(folder, ten_crop=True)
+    batches = list(FolderEval(data, 25, NORMALIZE, CPU, World()))
+    assert all(x.shape[0] * x.shape[1] <= 25 for x, _ in batches)
+    assert [x.shape[0] for x, _ in batches] == [2, 2, 2, 2, 1]  # 9 images, 2 at a time
+    assert len(list(FolderEval(data, 5, NORMALIZE, CPU, World()))) == 9  # never 0 images
 
 
 def test_top5_only_with_many_classes():
@@ -122,7 +141,7 @@ def test_an_unreadable_image_is_named_when_read(tmp_path, how, workers, monkeypa
     else:
         damage(bad, how)
     data = load(root, workers=workers)
-    split = FolderEval(data, 4, NORMALIZE, CPU, World())
+    split = FolderEval(data, 40, NORMALIZE, CPU, World())  # 40 crops: 4 images
     with pytest.raises(UserError) as e:
         list(split)
     assert str(e.value).startswith(f"{bad} is not a readable image")

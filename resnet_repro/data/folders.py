@@ -27,6 +27,7 @@ class FolderData:
     num_classes: int
     image_size: int
     workers: int
+    crops: int = 1  # crops evaluated per image: 10 for [R1]'s 10-crop testing
 
     def fingerprint(self) -> str:
         """What tells one image folder from another, cheaply: its classes, its file counts and
@@ -98,7 +99,7 @@ def load_folder(
         raise UserError(f"Cannot read the image folder at data.root={root}: {e}") from None
     if val.classes != classes:
         raise UserError(f"{root}/val has other class folders than {root}/train; they must match.")
-    return FolderData(train, val, len(classes), crop_size, workers)
+    return FolderData(train, val, len(classes), crop_size, workers, 10 if ten_crop else 1)
 
 
 def from_worker(e: UserError) -> UserError:
@@ -167,8 +168,11 @@ class FolderEval:
     def __init__(self, data: FolderData, batch_size: int, normalize: Normalize, device, world):
         part = Subset(data.val, shard(len(data.val), world))
         self.size = len(part)  # images in this rank's shard
-        self.common_batches = common_batches(len(data.val), batch_size, world)  # loop.evaluate
-        self.loader = loader(part, data.workers, device, batch_size=batch_size)
+        # batch_size counts what goes through the net at once: crops, not images (10,000 crops
+        # of ResNet-50 at once would take tens of GB)
+        images = max(1, batch_size // data.crops)
+        self.common_batches = common_batches(len(data.val), images, world)  # loop.evaluate
+        self.loader = loader(part, data.workers, device, batch_size=images)
         self.normalize, self.device = normalize, device
 
     def __iter__(self):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .files import atomic_save
 
 log = logging.getLogger("resnet_repro")
@@ -141,17 +141,6 @@ def save_checkpoint(folder: Path, state: dict) -> Path:
     return last
 
 
-# PyTorch's lines around what went wrong: its advice to load with weights_only=False, among them
-ADVICE = ("weights_only", "Weights only", "Please file an issue", "Check the documentation")
-
-
-def first_line(e: Exception) -> str:
-    """The first line of an error that says what went wrong, without PyTorch's advice."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    line = next((ln for ln in lines if not any(a in ln for a in ADVICE)), "")
-    return line or type(e).__name__
-
-
 def read_file(path: Path, what: str = "PyTorch file"):
     """What a file written by torch.save holds, read without running code; Damaged says what is
     wrong with it (empty, truncated, not PyTorch's, or holding objects that could run code)."""
@@ -239,6 +228,9 @@ def restore(ckpt: dict, model, optimizer, scaler, world, device: torch.device) -
         optimizer.load_state_dict(ckpt["optimizer"])
         for group, impl in zip(optimizer.param_groups, chosen, strict=True):
             group.update(impl)
+            for param in group["params"]:  # each buffer in its parameter's layout (below)
+                state = optimizer.state.get(param, {})
+                state |= {k: like(param, v) for k, v in state.items() if torch.is_tensor(v)}
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         same_world = len(ranks) == world.size
@@ -251,6 +243,14 @@ def restore(ckpt: dict, model, optimizer, scaler, world, device: torch.device) -
             "code; choose a new run directory (hydra.run.dir=...) to start over."
         ) from None
     return ckpt["iteration"]
+
+
+def like(param: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """A saved momentum buffer in its parameter's memory layout: a run may resume with the other
+    trainer.channels_last, and CUDA's fused SGD refuses a buffer whose strides differ."""
+    if saved.shape == param.shape and saved.stride() != param.stride():
+        return torch.empty_like(param, dtype=saved.dtype).copy_(saved)
+    return saved
 
 
 def longer_schedule(saved: dict, current: dict) -> bool:
