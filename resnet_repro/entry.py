@@ -2,6 +2,9 @@
 Hydra load (seconds) ends with a sentence, not a traceback from inside an import."""
 
 import sys
+from pathlib import Path
+
+SCRIPTS = {"resnet-train": "main", "resnet-eval": "eval_main", "resnet-export": "export_main"}
 
 
 def main() -> None:
@@ -37,3 +40,19 @@ def export_main() -> None:
 def stopped_while_starting(command: str, before: str) -> None:
     print(f"{command}: stopped (Ctrl-C) while starting, {before}.", file=sys.stderr)
     sys.exit(130)
+
+
+def command(name: str) -> list[str]:
+    """How to run this package's console script `name` (or torchrun) from this Python: the script
+    installed beside it, else the same entry point through it, for a package on PYTHONPATH with
+    no scripts installed (scripts/gpu_check.sh)."""
+    path = Path(sys.executable).with_name(name)
+    if path.exists():
+        return [str(path)]
+    if name == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run"]
+    return [
+        sys.executable,
+        "-c",
+        f"from resnet_repro.entry import {SCRIPTS[name]}; {SCRIPTS[name]}()",
+    ]

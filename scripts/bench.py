@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from classic_cifar import images_per_sec as classic_speed
 
 from resnet_repro.data import load_dataset
+from resnet_repro.entry import command
 from resnet_repro.nets.models import build_model
 from resnet_repro.training.records import read_metrics
 from resnet_repro.training.runtime import compile_model, cpu_name, sgd
@@ -49,7 +50,7 @@ CIFAR_JPEG = Path(
     os.environ.get("RESNET_REPRO_CIFAR10_JPEG")
     or ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 )
-BIN = Path(sys.executable).parent
+TRAIN = command("resnet-train")  # the console script, or its entry point (scripts/gpu_check.sh)
 THREADS = os.cpu_count()
 
 
@@ -98,7 +99,7 @@ def end_to_end(overrides: list[str], window: int, windows: int, launcher=()) -> 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     cmd = [
         *launcher,
-        str(BIN / "resnet-train"),
+        *TRAIN,
         *overrides,
         f"schedule.iterations={window * (windows + 1)}",
         f"trainer.log_every={window}",
@@ -115,7 +116,7 @@ def end_to_end(overrides: list[str], window: int, windows: int, launcher=()) -> 
     return len(speeds) / sum(1 / s for s in speeds)  # equal windows: harmonic mean
 
 
-def sweep_speed(runs: int, window: int, windows: int, overrides: list[str], launcher=()):
+def sweep_speed(runs: int, window: int, windows: int, overrides: list[str], launcher=(), gpus=""):
     """A sweep of `runs` ResNet-20 runs (seeds 0, 1, ...): (images/s of the whole sweep, wall
     clock from start to end, start-up included; the sum over its runs of each one's training
     speed). The second is the machine's throughput while the runs train side by side; for runs
@@ -123,7 +124,7 @@ def sweep_speed(runs: int, window: int, windows: int, overrides: list[str], laun
     sweep_dir = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     iterations = window * (windows + 1)
     cmd = [
-        str(BIN / "resnet-train"),
+        *TRAIN,
         "-m",
         *launcher,
         "model=resnet20",
@@ -137,7 +138,8 @@ def sweep_speed(runs: int, window: int, windows: int, overrides: list[str], laun
         f"hydra.sweep.dir={sweep_dir}",
     ]
     start = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}  # "": the CPU, with no GPU's slots
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
@@ -173,10 +175,11 @@ def sweep(args) -> None:
     )
     if not torch.cuda.is_available():
         return
-    rows = []
+    rows, first = [], os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     for k in (1, 2, 4, 8):
         launcher = [*local, f"hydra.launcher.runs_per_gpu={k}", "hydra.launcher.n_jobs=" + str(k)]
-        whole, training = sweep_speed(k, window * 5, 3, ["trainer.device=cuda"], launcher)
+        # on one GPU (the first), whatever the machine has
+        whole, training = sweep_speed(k, window * 5, 3, ["trainer.device=cuda"], launcher, first)
         rows.append([k, f"{training:.0f}", f"{whole:.0f}"])
     machine = f"GPU: {torch.cuda.get_device_name(0)}; CPU: {cpu_name()}, {THREADS} threads"
     table(
@@ -344,7 +347,7 @@ def ddp(args) -> None:
     for depth in (20, 56):
         common = [f"model=resnet{depth}", "data=synthetic", "trainer.compile=false"]
         steps = max(5, args.steps * 20 // depth)
-        torchrun = [str(BIN / "torchrun"), f"--nproc_per_node={THREADS}"]
+        torchrun = [*command("torchrun"), f"--nproc_per_node={THREADS}"]
         one = two = 0.0
         for _ in range(args.repeats):  # alternately, so that noise hits both alike
             one = max(one, end_to_end([*common, f"trainer.threads={THREADS}"], steps, 2))
@@ -420,7 +423,7 @@ def agree_probe(steps: int) -> None:
 
 
 def agree(args) -> None:
-    torchrun = [str(BIN / "torchrun"), f"--nproc_per_node={THREADS}"]
+    torchrun = [*command("torchrun"), f"--nproc_per_node={THREADS}"]
     cmd = [*torchrun, __file__, "--probe-agree", str(args.steps)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:

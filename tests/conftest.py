@@ -1,12 +1,12 @@
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from resnet_repro.entry import command
 from resnet_repro.training.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,9 +17,35 @@ CIFAR_JPEG_VAR = "RESNET_REPRO_CIFAR10_JPEG"
 CIFAR_JPEG = Path(
     os.environ.get(CIFAR_JPEG_VAR) or ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 )
-# The installed console script, as a user runs it.
-TRAIN = [str(Path(sys.executable).with_name("resnet-train"))]
-TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2"]
+# The machine's GPUs, read before anything hides them. Only the `cuda` tests use them: every other
+# test runs on the CPU as in CI, also on a GPU machine, where `auto` would otherwise train in
+# bf16 on the GPU beside CPU numbers, and 2 ranks would be refused on one GPU. CUDA keeps the
+# devices it found when it starts, so this process starts it now, and then every process a test
+# starts sees none (CUDA_VISIBLE_DEVICES=""), unless the test gives it with_gpus().
+GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+if GPUS:
+    torch.cuda.init()
+GPU_IDS = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+GPU_IDS = (GPU_IDS or [str(i) for i in range(GPUS)])[:GPUS]
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def with_gpus(env: dict | None = None) -> dict:
+    """An environment (os.environ's by default) in which the machine's GPUs are visible."""
+    return {**(env or os.environ), "CUDA_VISIBLE_DEVICES": ",".join(GPU_IDS)}
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_cuda(request, monkeypatch):
+    """In this process too, a test not marked `cuda` sees no GPU."""
+    if GPUS and request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+# The installed console scripts, as a user runs them.
+TRAIN = command("resnet-train")
+TORCHRUN = [*command("torchrun"), "--nproc_per_node=2"]
 
 # A tiny but complete run: ResNet-8 on a few synthetic images, a handful of iterations.
 TINY_MODEL = ["model=resnet", "model.depth=8", "trainer.threads=1"]
@@ -32,8 +58,8 @@ TINY = [
 ]
 
 
-def run_cli(*overrides, cwd=None, env=None, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+def run_cli(*overrides, cwd=None, env=None, gpu=False, **kwargs) -> subprocess.CompletedProcess:
+    env = {**(with_gpus() if gpu else os.environ), "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [*TRAIN, *overrides],
         cwd=cwd,
@@ -45,8 +71,9 @@ def run_cli(*overrides, cwd=None, env=None, **kwargs) -> subprocess.CompletedPro
     )
 
 
-def launch(*args, cwd=None, **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK"))}
+def launch(*args, cwd=None, gpu=False, **kwargs) -> subprocess.CompletedProcess:
+    env = with_gpus() if gpu else os.environ
+    env = {k: v for k, v in env.items() if not k.startswith(("SLURM_", "RANK"))}
     return subprocess.run(
         [*TORCHRUN, *TRAIN, *args],
         cwd=cwd,

@@ -9,14 +9,14 @@ import subprocess
 
 import pytest
 import torch
-from conftest import TINY, TORCHRUN, TRAIN, launch, run_cli
+from conftest import GPU_IDS, GPUS, TINY, TORCHRUN, TRAIN, launch, run_cli, with_gpus
 from fixtures import write_jpeg_folder
 from test_faults import start, wait_for
 
-from resnet_repro.launcher import visible_gpus
+from resnet_repro.data import load_dataset
 from resnet_repro.training import checkpoint
+from resnet_repro.training.distributed import GROUP_OF_ONE
 
-GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.slow,
@@ -33,7 +33,7 @@ def summary(run_dir) -> dict:
 def test_the_gpu_defaults_train(tmp_path):
     """auto's choices on a GPU (bf16 from Ampere on, channels_last), compile forced: what a
     64k-iteration run gets."""
-    r = run_cli(*SHORT, "trainer.compile=true", f"hydra.run.dir={tmp_path}")
+    r = run_cli(*SHORT, "trainer.compile=true", f"hydra.run.dir={tmp_path}", gpu=True)
     assert r.returncode == 0, r.stderr[-3000:]
     s = summary(tmp_path)
     ampere = torch.cuda.get_device_capability(0)[0] >= 8
@@ -43,7 +43,7 @@ def test_the_gpu_defaults_train(tmp_path):
 
 
 def test_fp16_with_a_grad_scaler(tmp_path):
-    r = run_cli(*SHORT, "trainer.precision=fp16", f"hydra.run.dir={tmp_path}")
+    r = run_cli(*SHORT, "trainer.precision=fp16", f"hydra.run.dir={tmp_path}", gpu=True)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["scaler"]["scale"] > 0 and summary(tmp_path)["precision"] == "fp16"
@@ -64,9 +64,15 @@ def test_an_image_folder_with_pinned_memory_and_compile(tmp_path):
         "schedule.epochs=2",
         "trainer.compile=true",
         f"hydra.run.dir={tmp_path / 'run'}",
+        gpu=True,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert summary(tmp_path / "run")["compile"] is True
+    # the workers' batches arrive in pinned memory, for the non-blocking copy to the GPU
+    data = load_dataset("imagefolder", root=str(root), crop_size=32, resize_size=36, workers=2)
+    batches, _ = data.sources(10, 0, 10, torch.device("cuda"))
+    x, _ = next(iter(batches.loader))
+    assert x.is_pinned() and batches.loader.pin_memory
 
 
 def stop_after_a_checkpoint(run_dir, device: str) -> int:
@@ -74,7 +80,7 @@ def stop_after_a_checkpoint(run_dir, device: str) -> int:
     ckpt = run_dir / "checkpoints" / "last.pt"
     before = checkpoint.load_checkpoint(ckpt)["iteration"] if ckpt.exists() else 0
     args = [*TINY, "schedule.iterations=400", "trainer.ckpt_every=5", "trainer.log_every=5"]
-    proc = start(*args, f"trainer.device={device}", f"hydra.run.dir={run_dir}")
+    proc = start(*args, f"trainer.device={device}", f"hydra.run.dir={run_dir}", gpu=True)
 
     def moved_on():
         try:
@@ -100,25 +106,32 @@ def test_a_checkpoint_moves_from_cpu_to_gpu_and_back(tmp_path):
         "trainer.log_every=5",
         "trainer.device=cpu",
         f"hydra.run.dir={tmp_path}",
+        gpu=True,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert summary(tmp_path)["iteration"] == 400
 
 
 def test_one_nccl_rank_under_torchrun(tmp_path):
+    """One GPU, one rank, and a process group all the same (GROUP_OF_ONE): the NCCL path runs
+    as on several GPUs (DDP, the all-reduces, the broadcasts, the gloo group beside NCCL)."""
     r = subprocess.run(
-        [TORCHRUN[0], "--nproc_per_node=1", *TRAIN, *SHORT, f"hydra.run.dir={tmp_path}"],
+        [*TORCHRUN[:-1], "--nproc_per_node=1", *TRAIN, *SHORT, f"hydra.run.dir={tmp_path}"],
         capture_output=True,
         text=True,
         timeout=600,
+        env=with_gpus() | {GROUP_OF_ONE: "1"},
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert summary(tmp_path)["launcher"] == "torchrun"
+    s = summary(tmp_path)
+    assert s["launcher"] == "torchrun" and s["device"] == "cuda:0"
+    assert s["replicas_identical"] is True  # checked by all-reduces: only with a process group
+    assert "1 rank in a nccl process group" in (tmp_path / "train.log").read_text()
 
 
 @pytest.mark.skipif(GPUS < 2, reason="needs 2 CUDA GPUs")
 def test_two_nccl_ranks_with_sync_batchnorm(tmp_path):
-    r = launch(*SHORT, "trainer.sync_bn=true", f"hydra.run.dir={tmp_path}")
+    r = launch(*SHORT, "trainer.sync_bn=true", f"hydra.run.dir={tmp_path}", gpu=True)
     assert r.returncode == 0, r.stderr[-3000:]
     s = summary(tmp_path)
     assert s["world_size"] == 2 and s["replicas_identical"] is True and s["compile"] is False
@@ -126,7 +139,7 @@ def test_two_nccl_ranks_with_sync_batchnorm(tmp_path):
 
 @pytest.mark.skipif(GPUS != 1, reason="needs a machine with exactly one CUDA GPU")
 def test_two_ranks_on_one_gpu_are_refused_with_the_reason(tmp_path):
-    r = launch(*SHORT, f"hydra.run.dir={tmp_path}")
+    r = launch(*SHORT, f"hydra.run.dir={tmp_path}", gpu=True)
     assert r.returncode != 0
     assert "2 ranks on this node, but only 1 GPUs visible" in r.stderr
     assert "Traceback (most recent call last)" not in r.stderr.split("torchrun")[0]
@@ -136,7 +149,9 @@ def test_a_local_sweep_puts_two_runs_on_each_gpu(tmp_path):
     """hydra/launcher=local with runs_per_gpu=2: each run sees only its slot's GPU."""
     seeds = ",".join(str(i) for i in range(2 * GPUS))
     local = ["hydra/launcher=local", "hydra.launcher.runs_per_gpu=2"]
-    r = run_cli("-m", *local, *SHORT, f"trainer.seed={seeds}", f"hydra.sweep.dir={tmp_path}")
+    r = run_cli(
+        "-m", *local, *SHORT, f"trainer.seed={seeds}", f"hydra.sweep.dir={tmp_path}", gpu=True
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     runs = [summary(d) for d in tmp_path.glob("[0-9]*")]
     assert len(runs) == 2 * GPUS and {s["device"] for s in runs} == {"cuda:0"}
@@ -147,4 +162,4 @@ def test_a_local_sweep_puts_two_runs_on_each_gpu(tmp_path):
         if " in slot " in line
     ]
     on = sorted(line.split("GPU ")[1].split(",")[0] for line in said)
-    assert on == sorted(2 * visible_gpus()), said
+    assert on == sorted(2 * GPU_IDS), said

@@ -363,3 +363,29 @@ def test_a_rank_that_dies_stops_every_rank_at_once(tmp_path):
     assert tasks[0].returncode == 1, err
     assert "lost contact with another rank" in err and "Traceback" not in err
     tasks[1].communicate(timeout=60)
+
+
+def test_a_process_group_of_one_trains_what_one_process_trains(tmp_path):
+    """torchrun with one rank and GROUP_OF_ONE=1 joins a process group all the same (gloo here;
+    NCCL on a GPU, tests/test_cuda.py) and goes the way of several ranks: DDP, the collectives,
+    the stop agreement. It ends with a single process's weights, bit for bit."""
+    from conftest import run_cli
+
+    from resnet_repro.training.distributed import GROUP_OF_ONE
+
+    args = [*ARGS, "schedule.iterations=10"]
+    grouped = subprocess.run(
+        [*TORCHRUN[:-1], "--nproc_per_node=1", *TRAIN, *args, f"hydra.run.dir={tmp_path / 'g'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, GROUP_OF_ONE: "1"},
+    )
+    assert grouped.returncode == 0, grouped.stderr[-3000:]
+    assert "1 rank in a gloo process group" in (tmp_path / "g" / "train.log").read_text()
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["replicas_identical"] is True  # the all-reduces ran
+    alone = run_cli(*args, f"hydra.run.dir={tmp_path / 'a'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    a, g = (torch.load(tmp_path / d / "checkpoints" / "last.pt") for d in ("a", "g"))
+    assert all(torch.equal(a["model"][k], g["model"][k]) for k in a["model"])

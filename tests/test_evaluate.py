@@ -5,7 +5,6 @@ sentence and exit 2; ImageNet weights that load into torchvision."""
 import json
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,11 @@ import torch
 from conftest import TINY, image_folder_run, run_cli
 from fixtures import write_jpeg_folder
 
+from resnet_repro.entry import command
 from resnet_repro.evaluate import eval_main, export_main
 from resnet_repro.nets.models import build_model
 
-EVAL = str(Path(sys.executable).with_name("resnet-eval"))
-EXPORT = str(Path(sys.executable).with_name("resnet-export"))
+EVAL, EXPORT = command("resnet-eval"), command("resnet-export")
 SHORT = ["schedule.iterations=6", "schedule.milestones=[3,5]", "trainer.eval_every=3"]
 
 
@@ -30,7 +29,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def command(*args, cwd=None) -> subprocess.CompletedProcess:
+def run(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([*args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
@@ -46,7 +45,7 @@ def call(main, *args) -> int:
 @pytest.mark.slow
 def test_a_run_evaluated_again_gives_its_own_test_error(tiny_run, tmp_path):
     summary = json.loads((tiny_run / "summary.json").read_text())
-    r = command(EVAL, tiny_run, "--json", tmp_path / "run.json", cwd=tmp_path)
+    r = run(*EVAL, tiny_run, "--json", tmp_path / "run.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("\n") == 1 and "test top-1 error" in r.stdout
     result = json.loads((tmp_path / "run.json").read_text())
@@ -56,7 +55,7 @@ def test_a_run_evaluated_again_gives_its_own_test_error(tiny_run, tmp_path):
     assert result["kind"] == "run" and result["trained"]["test_error"] == summary["test_error"]
 
     # the checkpoint alone, and by default into outputs/eval/ of the working directory
-    r = command(EVAL, tiny_run / "checkpoints" / "last.pt", cwd=tmp_path)
+    r = run(*EVAL, tiny_run / "checkpoints" / "last.pt", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     written = json.loads((tmp_path / "outputs" / "eval" / "run-last.json").read_text())
     assert written["test_error"] == summary["test_error"] and written["kind"] == "checkpoint"
@@ -65,7 +64,7 @@ def test_a_run_evaluated_again_gives_its_own_test_error(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_exported_weights_are_a_plain_state_dict_that_evaluates_the_same(tiny_run, tmp_path):
     out = tmp_path / "r8.pt"
-    r = command(EXPORT, tiny_run, out)
+    r = run(*EXPORT, tiny_run, out)
     assert r.returncode == 0, r.stderr
     assert "iteration 6 of 6" in r.stdout
     state = torch.load(out, weights_only=True)
@@ -164,7 +163,7 @@ def test_imagenet_weights_load_into_torchvision_and_evaluate_top5_and_ten_crops(
     r = run_cli("model=resnet18", *args, "trainer.threads=1")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "r18.pt"
-    r = command(EXPORT, run_dir, out)
+    r = run(*EXPORT, run_dir, out)
     assert r.returncode == 0, r.stderr
     assert "loads into torchvision.models.resnet18(num_classes=12)" in r.stdout
     tv = resnet18(num_classes=12)

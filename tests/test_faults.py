@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import RESUME, TINY, TORCHRUN, TRAIN, assert_same_end, launch, run_cli
+from conftest import RESUME, TINY, TORCHRUN, TRAIN, assert_same_end, launch, run_cli, with_gpus
 
 from resnet_repro.cli import ending
 from resnet_repro.training import checkpoint
@@ -20,8 +20,8 @@ from resnet_repro.training.records import METRICS, read_metrics
 pytestmark = pytest.mark.slow
 
 
-def start(*args, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def start(*args, gpu=False, **kwargs) -> subprocess.Popen:
+    env = {**(with_gpus() if gpu else os.environ), "PYTHONUNBUFFERED": "1"}
     pipe = subprocess.PIPE
     return subprocess.Popen([*TRAIN, *args], stdout=pipe, stderr=pipe, text=True, env=env, **kwargs)
 

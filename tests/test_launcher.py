@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,7 +65,8 @@ def test_eight_runs_on_two_gpus_two_per_gpu_never_put_three_on_one(tmp_path):
 def test_a_killed_run_frees_its_slot(tmp_path):
     holder = subprocess.Popen(
         [
-            *[TRAIN[0].replace("resnet-train", "python"), "-c"],
+            sys.executable,
+            "-c",
             "import sys, time; from pathlib import Path; from resnet_repro.training import slots; "
             "s = slots.take(Path(sys.argv[1]), 1, [], 2); print(s.index, flush=True); "
             "time.sleep(60)",

@@ -7,6 +7,7 @@ torch.distributed. The loop and the data sources receive the `World`; no globals
 """
 
 import contextlib
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ from torch import nn
 
 from ..errors import HandedOn, UserError
 
+log = logging.getLogger("resnet_repro")
+
 
 @dataclass(frozen=True)
 class World:
@@ -26,6 +29,7 @@ class World:
     local_rank: int = 0
     launcher: str = "none"  # none | torchrun | slurm
     local_size: int = 1  # ranks on this node (0: the launcher does not say)
+    grouped: bool = False  # a process group even alone (GROUP_OF_ONE below)
     # gloo group for the small host-side collectives (stop flags, objects), so that they
     # never wait on the GPU stream; None in a single process.
     control: object = field(default=None, compare=False, repr=False)
@@ -36,7 +40,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        return self.size > 1 or self.grouped
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, in place; on the tensor's own device (NCCL on GPUs)."""
@@ -164,11 +168,18 @@ class World:
 ALONE = World()  # one process, no launcher
 
 
+# Set to 1 under a launcher, a world of one rank joins a process group all the same, and goes
+# the way of several ranks (DDP, the collectives, the control group): so that the NCCL path
+# runs on a machine with one GPU (tests/test_cuda.py), and its gloo twin on a CPU.
+GROUP_OF_ONE = "RESNET_REPRO_PROCESS_GROUP"
+
+
 def world_from_env(env=os.environ) -> World:
     if "RANK" in env and "WORLD_SIZE" in env:
         rank, size = int(env["RANK"]), int(env["WORLD_SIZE"])
         local = int(env.get("LOCAL_WORLD_SIZE", 0))
-        return World(rank, size, int(env.get("LOCAL_RANK", 0)), "torchrun", local)
+        grouped = size == 1 and env.get(GROUP_OF_ONE) == "1"
+        return World(rank, size, int(env.get("LOCAL_RANK", 0)), "torchrun", local, grouped=grouped)
     in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env
     if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env and in_step:
         # SLURM_STEP_ID: inside an srun step. A batch script's own shell has SLURM_NTASKS too,
@@ -238,6 +249,8 @@ def start(world: World, device: torch.device) -> World:
             "each task its own (srun --gpus-per-task=1)."
         ) from None
     control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
+    if world.is_main:
+        log.info(f"{world.size} rank{'s' * (world.size > 1)} in a {backend} process group")
     return replace(world, control=control)
 
 
