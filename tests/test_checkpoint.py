@@ -159,6 +159,7 @@ OLD_RUN = [
 ]
 
 
+@pytest.mark.slow  # it starts processes
 def test_a_checkpoint_written_before_the_reshape_still_resumes(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     shutil.copy(OLD, tmp_path / "checkpoints" / checkpoint.LAST)

@@ -1,5 +1,7 @@
 """Ranks from the launchers' environments, and each rank's share of the data."""
 
+from itertools import islice
+
 import pytest
 import torch
 
@@ -92,7 +94,14 @@ def test_evaluation_shards_count_every_image_once():
 
 
 def test_plan_order_is_the_single_process_order():
-    # What rank r trains on at a step is a slice of what one process would.
-    g = EpochPlan(40, 8, 3, ALONE)
-    order = g.order(g.generator(0))
-    assert torch.equal(order, EpochPlan(40, 8, 3, World(1, 2)).order(g.generator(0)))
+    # What rank r trains on at a step is its slice of what one process trains on then: the same
+    # order, each plan drawing it from its own generator, and the ranks' slices tile the batch.
+    alone = EpochPlan(40, 8, 3, ALONE)
+    ranks = [EpochPlan(40, 8, 3, World(r, 2)) for r in range(2)]
+    for epoch in (0, 1):
+        order = alone.order(alone.generator(epoch))
+        for plan in ranks:
+            assert torch.equal(order, plan.order(plan.generator(epoch)))
+    steps = [list(islice(plan.steps(0), 12)) for plan in (alone, *ranks)]
+    for (e, lo, hi), (e0, lo0, hi0), (e1, lo1, hi1) in zip(*steps, strict=True):
+        assert e == e0 == e1 and (lo0, hi0, lo1, hi1) == (lo, (lo + hi) // 2, (lo + hi) // 2, hi)

@@ -179,7 +179,9 @@ def test_a_diverging_run_stops_with_finite_checkpoints_and_no_summary(tmp_path):
     assert at < 30  # the iteration it happened, not the next record's
     assert "No summary.json was written" in r.stderr and "Traceback" not in r.stderr
     assert not (run_dir / "summary.json").exists()
-    for path in (run_dir / "checkpoints").glob("*.pt"):
+    saved = list((run_dir / "checkpoints").glob("*.pt"))
+    assert saved  # the checkpoints of the iterations before, each finite
+    for path in saved:
         ckpt = checkpoint.load_checkpoint(path)
         assert ckpt["iteration"] < at
         assert all(torch.isfinite(t).all() for t in ckpt["model"].values())

@@ -62,6 +62,7 @@ def test_eight_runs_on_two_gpus_two_per_gpu_never_put_three_on_one(tmp_path):
     assert sum(kind == "start" for kind, *_ in log) == 8
 
 
+@pytest.mark.slow  # it starts processes
 def test_a_killed_run_frees_its_slot(tmp_path):
     holder = subprocess.Popen(
         [
@@ -141,6 +142,7 @@ def test_a_misspelt_launcher_setting_is_named():
         check_overrides(["-m", "hydra/launcher=local", "hydra.launcher.runs_per_gpus=4"])
 
 
+@pytest.mark.slow  # it starts processes
 def test_a_launcher_mistake_writes_nothing(tmp_path):
     r = run_cli(
         "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=two", "trainer.seed=0,1", cwd=tmp_path

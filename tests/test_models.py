@@ -158,6 +158,33 @@ def test_plain_unit_has_no_identity_path():
     assert torch.count_nonzero(plain(x)) == 0
 
 
+def test_activation_placements_are_r2s_figure_4():
+    """Each placement computes its formula of [R2] figure 4, written out here from the unit's own
+    layers, BatchNorm with statistics of its own so that every BN counts where it stands."""
+    x = torch.randn(4, 16, 8, 8)
+    relu = torch.relu
+    formulas = {
+        "original": lambda u: relu(x + u.bn2(u.conv2(relu(u.bn1(u.conv1(x)))))),
+        "bn_after_add": lambda u: relu(u.bn2(x + u.conv2(relu(u.bn1(u.conv1(x)))))),
+        "relu_before_add": lambda u: x + relu(u.bn2(u.conv2(relu(u.bn1(u.conv1(x)))))),
+        "relu_preact": lambda u: x + u.bn2(u.conv2(relu(u.bn1(u.conv1(relu(x)))))),
+        "full_preact": lambda u: x + u.conv2(relu(u.bn2(u.conv1(relu(u.bn1(x)))))),
+    }
+    outputs = {}
+    for activation, formula in formulas.items():
+        torch.manual_seed(0)
+        u = unit(activation=activation).eval()
+        for bn in (u.bn1, u.bn2):
+            for t in (bn.weight, bn.bias, bn.running_mean):
+                torch.nn.init.normal_(t.data)
+            torch.nn.init.uniform_(bn.running_var, 0.5, 2.0)
+        with torch.no_grad():
+            outputs[activation] = u(x)
+            torch.testing.assert_close(outputs[activation], formula(u))
+    values = list(outputs.values())  # and no two placements compute the same
+    assert not any(torch.allclose(a, b) for i, a in enumerate(values) for b in values[i + 1 :])
+
+
 def test_activation_placements():
     x = torch.randn(4, 16, 8, 8)
     # ReLU after the addition (a, b) gives non-negative outputs; the others keep x's sign.
