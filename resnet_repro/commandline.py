@@ -23,17 +23,41 @@ def known_names(conf_dirs: list[Path]) -> dict[str, set[str]]:
     """Each top-level name a command line may set (config groups, sections of config.yaml), and
     the keys below it: for a group, the keys of all its options in every config folder."""
     names: dict[str, set[str]] = {}
-    top = OmegaConf.load(conf_dirs[0] / "config.yaml")
+    top = load_yaml(conf_dirs[0] / "config.yaml")
     for key, value in top.items():
         if key != "defaults":
             names[str(key)] = set(value) if isinstance(value, DictConfig) else set()
     for group in groups(conf_dirs):
         keys = names.setdefault(group, set())
         for option in options(conf_dirs, group).values():
-            content = OmegaConf.load(option)
+            content = load_yaml(option)
             if isinstance(content, DictConfig) and group != "experiment":
                 keys |= {str(k) for k in content if k != "defaults"}
     return names  # experiment's files are global (no keys below it): experiment.x is no setting
+
+
+def load_yaml(path: Path):
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # YAML's and OmegaConf's errors, of many kinds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} is not a config file Hydra can read ({first}): correct it."
+        ) from None
+
+
+def check_shadowing(conf_dirs: list[Path]) -> None:
+    """A file of a --config-dir named like one of the package's is never read: Hydra finds the
+    package's first. Say so, rather than run with settings the user did not write."""
+    for d in conf_dirs[1:]:
+        for own in sorted(d.rglob("*.yaml")):
+            name = own.relative_to(d)
+            if (conf_dirs[0] / name).exists():
+                raise UserError(
+                    f"--config-dir {d}: {name} has the name of one of the package's configs, "
+                    f"which Hydra reads instead: give yours a name of its own (e.g. "
+                    f"{name.with_name('my_' + name.name)})."
+                )
 
 
 def groups(conf_dirs: list[Path]) -> list[str]:
@@ -87,6 +111,7 @@ def check_overrides(argv: list[str]) -> None:
     for d in dirs[1:]:
         if not d.is_dir():
             raise UserError(f"--config-dir {d}: there is no such folder.")
+    check_shadowing(dirs)
     names = known_names(dirs)
     for arg in argv:
         if arg.startswith("hydra.launcher.") and "hydra/launcher=local" in argv:

@@ -25,6 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
 from .errors import DONE, FAULT, MISTAKE, STOPPED
+from .sweep_checks import mistake_in, refuse, runs_at_a_time, unusable_folder, visible_gpus
 
 # Hydra imports every plugin when it starts (any Hydra app, in this environment): what the
 # launcher needs of torch and of this package is imported when it runs.
@@ -48,6 +49,14 @@ class LocalLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides, initial_job_idx) -> list[JobReturn]:
         import submitit
 
+        todo = list(enumerate(job_overrides, initial_job_idx))
+        what = {idx: " ".join(filter_overrides(overrides)) for idx, overrides in todo}
+        self.check(todo, what)  # before anything is written
+        from .training import files
+
+        # What was where before the sweep (files.BEFORE, noted in this process): the runs take
+        # it along, so that a run stopped by a mistake removes the folder it made, as alone.
+        self.before = dict(files.BEFORE)
         n = self.n_jobs
         executor = submitit.LocalExecutor(folder=self.params["submitit_folder"])
         executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
@@ -55,8 +64,6 @@ class LocalLauncher(BaseSubmititLauncher):
         log.info(
             f"{len(job_overrides)} runs, {n} at a time on {on}, in {self.config.hydra.sweep.dir}"
         )
-        todo = list(enumerate(job_overrides, initial_job_idx))
-        what = {idx: " ".join(filter_overrides(overrides)) for idx, overrides in todo}
         running, ended = {}, {}
         stop = SweepStop()
         try:
@@ -69,7 +76,7 @@ class LocalLauncher(BaseSubmititLauncher):
                 for idx, job in list(running.items()):
                     if job.done():
                         del running[idx]
-                        ended[idx] = outcome(job)
+                        ended[idx] = outcome(job, job.job_id in stop.told)
                         log.info(f"#{idx} {ended[idx][1]}")
                         if ended[idx][0] == MISTAKE:  # the runs not started would make it too
                             stop.starting = False
@@ -78,37 +85,77 @@ class LocalLauncher(BaseSubmititLauncher):
             stop.restore()
         return self.report(ended, what, [idx for idx, _ in todo], stop.received)
 
+    def check(self, todo: list, what: dict) -> None:
+        """Before anything starts: every run's settings (a run with a mistake would stop the
+        sweep halfway, and the rerun would meet it again), and the folders the sweep needs."""
+        mistakes = [(idx, mistake_in(self.settings_of(overrides))) for idx, overrides in todo]
+        mistakes = [(idx, m) for idx, m in mistakes if m]
+        for idx, mistake in mistakes:
+            print(f"resnet-train: #{idx} ({what[idx]}): {mistake}", file=sys.stderr)
+        if mistakes:
+            refuse(f"{len(mistakes)} of the {len(todo)} runs would stop at once: correct or leave "
+                   "them out of the sweep; no run was started.")  # fmt: skip
+        folder = Path(self.params["submitit_folder"].replace("%j", "job"))
+        for key, path in (("submitit_folder", folder), ("slots_dir", Path(self.slots_dir))):
+            problem = unusable_folder(path)
+            if problem:
+                refuse(
+                    f"hydra.launcher.{key}: {path} {problem}; give a folder this user may write."
+                )
+
+    def settings_of(self, overrides) -> dict:
+        """A run's config as it will compose it, as plain values, without Hydra's own node."""
+        from omegaconf import OmegaConf
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        return {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items()
+            if k != "hydra"
+        }
+
     def submit(self, executor, idx: int, overrides):
-        """One run as a submitit job. Its controller ignores SIGINT (inherited): a Ctrl-C in the
+        """One run as a submitit job. Its controller never takes SIGINT: a Ctrl-C in the
         terminal reaches the run itself, which saves and stops, rather than the controller,
-        which would kill it a second later; the controller forwards SIGTERM (SweepStop)."""
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        which would kill it a second later; the controller forwards SIGTERM (SweepStop). So
+        SIGINT is blocked while the controller starts, and it inherits the block; the run
+        unblocks it in its own process (__call__). Blocked, not ignored: a Ctrl-C meanwhile
+        waits, and this process takes it as soon as the submission is done."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             state = Singleton.get_state()
             return executor.submit(self, list(overrides), "hydra.sweep.dir", idx, str(idx), state)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def __call__(self, sweep_overrides, job_dir_key, job_num, job_id, singleton_state):
         """In the run's own process: take a slot, then run the job as the plugin does."""
         import torch
 
-        from .training import slots
+        from .training import files, slots
 
         # submitit's job bypasses SIGTERM; before the run takes the stop signals, let it end us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        threading.Thread(target=stop_when_gone, args=self.sweep, daemon=True).start()
-        slot = slots.take(Path(self.slots_dir), self.n_jobs, self.gpus, self.cpus)
-        if slot.gpu is not None:  # set before CUDA starts: the run sees its GPU as cuda:0
-            os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
-        torch.set_num_threads(slot.threads)  # trainer.threads, if given, takes precedence
-        print(f"#{job_num} in {slot}", file=sys.stderr, flush=True)
+        ended = lambda e: JobReturn(sweep_overrides, status=JobStatus.FAILED, _return_value=e)  # noqa: E731
+        slot = None
+        files.BEFORE.update(getattr(self, "before", {}))
         try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see submit()
+            threading.Thread(target=stop_when_gone, args=self.sweep, daemon=True).start()
+            slot = slots.take(Path(self.slots_dir), self.n_jobs, self.gpus, self.cpus)
+            if slot.gpu is not None:  # set before CUDA starts: the run sees its GPU as cuda:0
+                os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
+            torch.set_num_threads(slot.threads)  # trainer.threads, if given, takes precedence
+            print(f"#{job_num} in {slot}", file=sys.stderr, flush=True)
             ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
         except SystemExit as e:  # cli.train_app's ending of a run that did not finish
-            return JobReturn(overrides=sweep_overrides, status=JobStatus.FAILED, _return_value=e)
+            return ended(e)
+        except KeyboardInterrupt:  # a Ctrl-C before the run took its stop signals
+            print("resnet-train: stopped (Ctrl-C) before training.", file=sys.stderr, flush=True)
+            return ended(SystemExit(STOPPED))
         finally:
-            slot.lock.release()
+            if slot is not None:
+                slot.lock.release()
         if ret.status == JobStatus.FAILED:  # Hydra kept the exception: show where it came from
             traceback.print_exception(ret._return_value, file=sys.stderr)
         return ret
@@ -124,22 +171,34 @@ class LocalLauncher(BaseSubmititLauncher):
             print(f"resnet-train: #{idx} ({what[idx]}) {how}", file=sys.stderr)
         codes = {code for code, _, _ in failed.values()} | ({STOPPED} if signalled else set())
         code = MISTAKE if MISTAKE in codes else STOPPED if STOPPED in codes else FAULT
+        first = "Correct what it says, then run" if code == MISTAKE else "Run"
         print(
             f"resnet-train: {len(ended) - len(failed)} of {len(ended) + len(not_started)} runs "
-            f"finished, {len(failed)} did not, {len(not_started)} did not start. Run the same "
-            f"command with hydra.sweep.dir={self.config.hydra.sweep.dir} to go on: finished "
-            "runs are skipped, stopped ones resume from their checkpoints.",
+            f"finished, {len(failed)} did not, {len(not_started)} did not start. {first} the "
+            f"same command with hydra.sweep.dir={self.config.hydra.sweep.dir} to go on: "
+            "finished runs are skipped, stopped ones resume from their checkpoints.",
             file=sys.stderr,
         )
         sys.exit(code)
 
 
-def outcome(job) -> tuple[int, str, JobReturn | None]:
-    """How a run ended: its exit code, a line saying so, and Hydra's JobReturn."""
+def outcome(job, told_to_stop: bool = False) -> tuple[int, str, JobReturn | None]:
+    """How a run ended: its exit code, a line saying so, and Hydra's JobReturn. A process that
+    ended with no result file will not write one: nothing to wait for (submitit's result()
+    would wait 15 s, all that time holding up the sweep's loop and its signals)."""
+    if not job.paths.result_pickle.exists():
+        if told_to_stop:  # SIGTERM before the run took its stop signals: nothing trained
+            return STOPPED, "stopped (SIGTERM) before training", None
+        return (
+            FAULT,
+            f"ended without a result: killed (SIGKILL, out of memory)? See {job.paths.stderr}",
+            None,
+        )
     try:
         ret = job.result()
-    except Exception:  # no result: the process was killed (SIGKILL, out of memory)
-        return FAULT, f"ended without a result: killed? See {job.paths.stderr}", None
+    except Exception as e:  # the job raised outside the run (submitit kept the error)
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        return FAULT, f"failed: {last}; see {job.paths.stderr}", None
     if ret.status == JobStatus.COMPLETED:
         return DONE, "finished", ret
     error = ret._return_value
@@ -209,36 +268,3 @@ def started(pid: int) -> str | None:
         return None
     fields = stat.rpartition(")")[2].split()  # after the name, which may hold spaces
     return None if fields[0] in ("Z", "X") else fields[19]  # state, starttime (fields 3, 22)
-
-
-def runs_at_a_time(n_jobs, runs_per_gpu, gpus: int) -> int:
-    """n_jobs, checked (null: one run per slot of every GPU, or 1 on a CPU)."""
-    k = runs_per_gpu
-    if not (isinstance(k, int) and k >= 1):
-        refuse(f"hydra.launcher.runs_per_gpu={k} must be a whole number, 1 or more.")
-    n = n_jobs if n_jobs is not None else max(1, gpus * k)
-    if not (isinstance(n, int) and n >= 1):
-        refuse(f"hydra.launcher.n_jobs={n} must be a whole number, 1 or more (or null).")
-    if gpus and n > gpus * k:
-        refuse(
-            f"hydra.launcher.n_jobs={n} runs at a time would put more than runs_per_gpu={k} "
-            f"on a GPU of the {gpus} visible: raise hydra.launcher.runs_per_gpu to "
-            f"{-(-n // gpus)}, or lower n_jobs."
-        )
-    return n
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them."""
-    import torch
-
-    count = torch.cuda.device_count()
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is None:
-        return [str(i) for i in range(count)]
-    return [g.strip() for g in listed.split(",") if g.strip()][:count]
-
-
-def refuse(message: str) -> None:
-    print(f"resnet-train: {message}", file=sys.stderr)
-    sys.exit(MISTAKE)

@@ -153,15 +153,19 @@ def test_a_launcher_mistake_writes_nothing(tmp_path):
 
 def sweep_processes(sweep: Path, kind: bytes = b"submitit.") -> int:
     """The sweep's processes alive now whose command line names kind: submitit.core._submit
-    for its runs, submitit. for the runs and their controllers (submitit.local._local)."""
-    count = 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for its runs, submitit. for the runs and their controllers (submitit.local._local). A
+    process forked by one of them (a run starting `git describe`) carries its command line
+    until it execs: not counted."""
+    parents = {}
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        count += any(kind in a for a in args) and any(str(sweep).encode() in a for a in args)
-    return count
+        if any(kind in a for a in args) and any(str(sweep).encode() in a for a in args):
+            parents[int(proc.name)] = ppid
+    return sum(ppid not in parents for ppid in parents.values())
 
 
 def sweep_killing_a_run(sweep: Path) -> tuple[subprocess.CompletedProcess, Path, list[int]]:
@@ -196,7 +200,7 @@ def test_a_sweep_two_at_a_time_resumes_and_matches_the_sequential_sweep(tmp_path
     assert killed is not None and max(counts) == 2  # never more than 2 at a time
     # the killed run ends alone: the others finish, and the sweep says what to do
     assert r.returncode == 1, r.stderr
-    assert "ended without a result: killed?" in r.stderr
+    assert "ended without a result: killed (SIGKILL, out of memory)?" in r.stderr
     assert "3 of 4 runs finished, 1 did not" in r.stderr
     assert f"hydra.sweep.dir={parallel}" in r.stderr
     assert not (killed / "summary.json").exists()
@@ -283,3 +287,134 @@ def test_runs_whose_sweep_was_killed_stop_with_a_checkpoint(tmp_path):
     said = [f.read_text() for f in sweep.glob(".submitit/*/*/*_log.err")]
     assert len(said) == 2 and all("sweep's process is gone" in err for err in said)
     assert all("stopped after iteration" in err and "Traceback" not in err for err in said)
+
+
+class Submitting:
+    """An executor whose submission takes a Ctrl-C meanwhile (the terminal's, at the sweep's
+    start), and starts a process that reports how it received SIGINT."""
+
+    def submit(self, *args):
+        os.kill(os.getpid(), signal.SIGINT)
+        status = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True)
+        fields = dict(line.split(":\t") for line in status.stdout.splitlines() if ":\t" in line)
+        return {k: int(fields[k], 16) & (1 << (signal.SIGINT - 1)) for k in ("SigBlk", "SigIgn")}
+
+
+def test_a_ctrl_c_while_a_run_is_submitted_is_not_lost():
+    """SIGINT was ignored around each submission (so that the run's controller ignores it), and
+    a Ctrl-C then was lost: the sweep went on to the end. Now it is blocked: it arrives as soon
+    as the submission is done; the controller inherits the block (it never takes SIGINT), and
+    the run unblocks it for itself (LocalLauncher.__call__)."""
+    stop = launcher.SweepStop()
+    try:
+        child = launcher.LocalLauncher.submit(None, Submitting(), 0, [])
+        for _ in range(100):  # Python runs the handler at its next chance
+            if stop.received:
+                break
+            time.sleep(0.01)
+    finally:
+        stop.restore()
+    assert stop.received == signal.SIGINT and not stop.starting
+    assert child["SigBlk"] and not child["SigIgn"]
+
+
+class Ended:
+    """A submitit job whose process has ended, with or without a result file."""
+
+    def __init__(self, tmp_path, result=None, error=None):
+        pickle = tmp_path / "result.pkl"
+        if result or error:
+            pickle.write_bytes(b"x")
+        self.paths = type("Paths", (), {"result_pickle": pickle, "stderr": tmp_path / "err"})
+        self.result_, self.error = result, error
+
+    def result(self):
+        if not self.paths.result_pickle.exists():
+            time.sleep(15)  # submitit waits this long for a result file that never comes
+            raise RuntimeError("has not produced any output")
+        if self.error:
+            raise self.error
+        return self.result_
+
+
+def test_a_killed_run_is_reported_at_once(tmp_path):
+    """submitit's result() waits 15 s for a killed run's result file, and the sweep's loop with
+    it: no SIGTERM passed on, no run started meanwhile."""
+    t0 = time.monotonic()
+    code, said, _ = launcher.outcome(Ended(tmp_path))
+    assert time.monotonic() - t0 < 2
+    assert code == 1 and "killed (SIGKILL, out of memory)?" in said
+
+
+def test_a_run_stopped_or_failed_is_not_called_killed(tmp_path):
+    code, said, _ = launcher.outcome(Ended(tmp_path), told_to_stop=True)
+    assert code == 130 and said == "stopped (SIGTERM) before training"
+    error = RuntimeError("Traceback...\nValueError: the slot folder is gone")
+    code, said, _ = launcher.outcome(Ended(tmp_path, error=error))
+    assert code == 1 and said.startswith("failed: ValueError: the slot folder is gone")
+
+
+@pytest.mark.slow  # it starts processes
+def test_a_sweep_with_a_mistake_in_one_run_starts_none(tmp_path):
+    """model.depth=8,9,14: 9 is no CIFAR depth. The mistake was found when #1 ran: #0 had
+    trained, #2 never started, an empty run folder stayed, and the rerun met it again."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", *LOCAL, *TINY, "model.depth=8,9,14", "schedule.iterations=2",
+                f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "resnet-train: #1 (" in r.stderr and "#0" not in r.stderr and "#2" not in r.stderr
+    assert "model.depth=9 is not a valid CIFAR ResNet depth" in r.stderr
+    assert "1 of the 3 runs would stop at once" in r.stderr and "no run was started" in r.stderr
+    assert not list(sweep.glob("[0-9]*"))  # no run folder, no checkpoint
+
+
+@pytest.mark.slow  # it starts processes
+@pytest.mark.parametrize("key", ["slots_dir", "submitit_folder"])
+def test_a_launcher_folder_that_cannot_be_used_is_named(key, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    where = f"hydra.launcher.{key}={tmp_path}/a-file/x"
+    r = run_cli("-m", *LOCAL, *TINY, "trainer.seed=0,1", where, f"hydra.sweep.dir={tmp_path}/s")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"hydra.launcher.{key}: {tmp_path}/a-file/x cannot be made" in r.stderr
+
+
+@pytest.mark.slow  # it starts processes
+def test_a_sweep_rerun_with_other_trainer_settings_finds_its_runs(tmp_path):
+    """A run may resume with other trainer settings; its sweep's rerun must find it, not start
+    every run over in folders named by the new values."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *LOCAL, *TINY, "trainer.seed=0,1", "schedule.iterations=4"]
+    first = run_cli(*args, "trainer.log_every=2", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    folders = sorted(p.name for p in sweep.glob("[0-9]*"))
+    again = run_cli(*args, "trainer.log_every=1", "trainer.eval_every=2",
+                    f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(p.name for p in sweep.glob("[0-9]*")) == folders
+    assert len(folders) == 2 and all("log_every" not in f for f in folders)
+
+
+def test_a_config_dir_file_named_like_the_packages_is_refused(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "resnet20.yaml").write_text("depth: 20\nblock: bottleneck\n")
+    with pytest.raises(UserError, match="model/resnet20.yaml has the name of one of the package"):
+        check_overrides(["--config-dir", str(tmp_path), "model=resnet20"])
+
+
+def test_a_broken_yaml_file_of_a_config_dir_is_named(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("depth: [20\n")
+    with pytest.raises(UserError, match="mine.yaml is not a config file Hydra can read"):
+        check_overrides(["--config-dir", str(tmp_path), "model=mine"])
+
+
+@pytest.mark.slow  # it starts processes
+def test_a_run_stopped_by_a_data_mistake_leaves_no_run_folder(tmp_path):
+    """A mistake only the run can see (no data at data.root): the run removes the folder it
+    made, as a single run does, and the sweep says to correct it before going on."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", *LOCAL, "hydra.launcher.n_jobs=1", *TINY_MODEL, "data.root=/nonexistent",
+                "data.download=false", "trainer.seed=0,1", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert r.returncode == 2 and "No cifar10 data at data.root=/nonexistent" in r.stderr
+    assert "1 did not, 1 did not start. Correct what it says, then run the same" in r.stderr
+    assert not list(sweep.glob("[0-9]*"))
