@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?=
 ARGS ?=
 
-.PHONY: install train test lint bench figures clean
+.PHONY: install train test lint bench figures gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,13 @@ figures: install
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+# What a lent GPU machine lacks, to carry there (docs/speed.md, "On a GPU"): the packages as
+# wheels in .whl/, and the real CIFAR-10 in .gpu-data/ where ../shared/data has it.
+gpu-wheels:
+	bash scripts/gpu_wheels.sh
+	@if [ -f ../shared/data/cifar10-jpeg.tar.gz ]; then \
+		mkdir -p .gpu-data && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/ && ls .gpu-data; fi
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
