@@ -43,7 +43,7 @@ def call(main, *args) -> int:
 
 
 @pytest.mark.slow
-def test_a_run_evaluated_again_gives_its_own_test_error(tiny_run, tmp_path):
+def test_a_run_evaluated_again_gives_its_own_test_error(tiny_run, tmp_path, monkeypatch):
     summary = json.loads((tiny_run / "summary.json").read_text())
     r = run(*EVAL, tiny_run, "--json", tmp_path / "run.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -55,16 +55,18 @@ def test_a_run_evaluated_again_gives_its_own_test_error(tiny_run, tmp_path):
     assert result["kind"] == "run" and result["trained"]["test_error"] == summary["test_error"]
 
     # the checkpoint alone, and by default into outputs/eval/ of the working directory
-    r = run(*EVAL, tiny_run / "checkpoints" / "last.pt", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    assert call(eval_main, tiny_run / "checkpoints" / "last.pt") == 0
     written = json.loads((tmp_path / "outputs" / "eval" / "run-last.json").read_text())
     assert written["test_error"] == summary["test_error"] and written["kind"] == "checkpoint"
 
 
 @pytest.mark.slow
-def test_exported_weights_are_a_plain_state_dict_that_evaluates_the_same(tiny_run, tmp_path):
+def test_exported_weights_are_a_plain_state_dict_that_evaluates_the_same(
+    tiny_run, tmp_path, capsys
+):
     out = tmp_path / "r8.pt"
-    r = run(*EXPORT, tiny_run, out)
+    r = run(*EXPORT, tiny_run, out)  # the installed command, as a user runs it
     assert r.returncode == 0, r.stderr
     assert "iteration 6 of 6" in r.stdout
     state = torch.load(out, weights_only=True)
@@ -153,7 +155,7 @@ def test_paths_that_hold_no_weights_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_imagenet_weights_load_into_torchvision_and_evaluate_top5_and_ten_crops(tmp_path):
+def test_imagenet_weights_load_into_torchvision_and_evaluate_top5_and_ten_crops(tmp_path, capsys):
     """ResNet-18 on an image folder of 12 classes: the export loads strictly into torchvision's
     resnet18 and computes what our net computes; evaluation has top-5 and 10-crop testing."""
     from torchvision.models import resnet18
@@ -164,9 +166,8 @@ def test_imagenet_weights_load_into_torchvision_and_evaluate_top5_and_ten_crops(
     r = run_cli("model=resnet18", *args, "trainer.threads=1")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "r18.pt"
-    r = run(*EXPORT, run_dir, out)
-    assert r.returncode == 0, r.stderr
-    assert "loads into torchvision.models.resnet18(num_classes=12)" in r.stdout
+    assert call(export_main, run_dir, out) == 0
+    assert "loads into torchvision.models.resnet18(num_classes=12)" in capsys.readouterr().out
     tv = resnet18(num_classes=12)
     tv.load_state_dict(torch.load(out, weights_only=True))  # strict
     ours = build_model(18, arch="imagenet", shortcut="B", num_classes=12)

@@ -383,7 +383,7 @@ def test_a_sweep_rerun_with_other_trainer_settings_finds_its_runs(tmp_path):
     """A run may resume with other trainer settings; its sweep's rerun must find it, not start
     every run over in folders named by the new values."""
     sweep = tmp_path / "sweep"
-    args = ["-m", *LOCAL, *TINY, "trainer.seed=0,1", "schedule.iterations=4"]
+    args = ["-m", *LOCAL, *TINY, "trainer.seed=0,1", "schedule.iterations=2"]
     first = run_cli(*args, "trainer.log_every=2", f"hydra.sweep.dir={sweep}")
     assert first.returncode == 0, first.stderr[-3000:]
     folders = sorted(p.name for p in sweep.glob("[0-9]*"))

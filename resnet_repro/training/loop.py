@@ -35,8 +35,8 @@ class Diverged(Exception):
     """The training loss (or the weights) stopped being finite at `iteration`; no checkpoint was
     saved from then on."""
 
-    def __init__(self, iteration: int, what: str = "the training loss"):
-        super().__init__(f"{what} is not finite at iteration {iteration}")
+    def __init__(self, iteration: int, what: str = "the training loss is"):
+        super().__init__(f"{what} not finite at iteration {iteration}")
         self.iteration = iteration
 
 
@@ -160,7 +160,7 @@ def check_finite(t: Training, window: "Window", it: int) -> None:
         raise Diverged(first_bad)
     state = [v for v in t.model.state_dict().values() if v.is_floating_point()]
     if t.world.any(not torch.stack([v.isfinite().all() for v in state]).all()):  # BN stats too
-        raise Diverged(it, "the weights")
+        raise Diverged(it, "the weights are")
 
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor):
