@@ -69,12 +69,13 @@ def test_ten_crop_evaluation(folder):
 
     result = evaluate(Mean(), split, torch.autocast("cpu", enabled=False), prefix="val")
     assert set(result) == {"val_loss", "val_error"}
-    # [R1]'s 10-crop testing: the softmax averaged over each image's crops, then the error
-    wrong = sum(
-        int(Mean()(NORMALIZE(x)).softmax(-1).mean(0).argmax() != y)
-        for x, y in (data.val[i] for i in range(len(data.val)))
-    )
-    assert result["val_error"] == pytest.approx(100 * wrong / len(data.val))
+    # [R1]'s 10-crop testing: the softmax averaged over each image's crops, then loss and error
+    images = [data.val[i] for i in range(len(data.val))]
+    averaged = [(Mean()(NORMALIZE(x)).softmax(-1).mean(0), y) for x, y in images]
+    wrong = sum(int(p.argmax() != y) for p, y in averaged)
+    loss = sum(-float(p[y].log()) for p, y in averaged) / len(images)
+    assert result["val_error"] == pytest.approx(100 * wrong / len(images))
+    assert result["val_loss"] == pytest.approx(loss, rel=1e-5)
     centre = evaluate(Mean(), FolderEval(load(folder), 4, NORMALIZE, CPU, World()),
                       torch.autocast("cpu", enabled=False), prefix="val")  # fmt: skip
     assert centre["val_loss"] != pytest.approx(result["val_loss"])  # the crops counted
