@@ -1,7 +1,9 @@
 """The console scripts' first step: they import nothing heavy, so that a Ctrl-C while torch and
 Hydra load (seconds) ends with a sentence, not a traceback from inside an import."""
 
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 SCRIPTS = {"resnet-train": "main", "resnet-eval": "eval_main", "resnet-export": "export_main"}
@@ -9,10 +11,8 @@ SCRIPTS = {"resnet-train": "main", "resnet-eval": "eval_main", "resnet-export": 
 
 def main() -> None:
     """resnet-train"""
-    try:
+    with loading("resnet-train", "before any training"):
         from .cli import main as run
-    except KeyboardInterrupt:
-        stopped_while_starting("resnet-train", "before any training")
     try:
         run()
     except KeyboardInterrupt:  # before the run's own handling starts (Hydra's composition)
@@ -21,20 +21,35 @@ def main() -> None:
 
 def eval_main() -> None:
     """resnet-eval"""
-    try:
+    with loading("resnet-eval", "before evaluating"):
         from .evaluate import eval_main as run
-    except KeyboardInterrupt:
-        stopped_while_starting("resnet-eval", "before evaluating")
     run()
 
 
 def export_main() -> None:
     """resnet-export"""
-    try:
+    with loading("resnet-export", "before exporting"):
         from .evaluate import export_main as run
-    except KeyboardInterrupt:
-        stopped_while_starting("resnet-export", "before exporting")
     run()
+
+
+@contextmanager
+def loading(command: str, before: str):
+    """Imports during which a Ctrl-C is held until they end, then stops the command. Raised
+    inside an extension module's initialisation, a KeyboardInterrupt can leave the module half
+    made, and what the user sees is a later import's error (numpy: "cannot load module more
+    than once per process") with a traceback."""
+    pressed = []
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # as in a background job
+    if not ignored:
+        previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
+    finally:
+        if not ignored:
+            signal.signal(signal.SIGINT, previous)
+    if pressed:
+        stopped_while_starting(command, before)
 
 
 def stopped_while_starting(command: str, before: str) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm
 
 from resnet_repro.entry import command
 from resnet_repro.training.records import read_metrics
@@ -43,6 +44,37 @@ def cpu_unless_cuda(request, monkeypatch):
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
+# `make test` runs the suite on one pytest-xdist worker per core (at most 4): each worker and the
+# runs it starts get their share of the cores (PyTorch's default is all of them, and two workers
+# with two threads each on two cores run slower than one). torchrun on one node picks a free
+# port itself; srun-like tests (test_ddp.py) give each job an id of its own, hence a port.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# The longest tests (a minute or more on 2 cores), and their modules, started first: pytest-xdist
+# hands modules out in the order their first test comes, and a long one started last would run
+# alone while the other workers idle.
+LONGEST = (
+    "test_real_data.py::",
+    "test_gpu_choices.py::",
+    "test_launcher.py::test_a_sweep_two_at_a_time",
+    "test_faults.py::test_a_full_disk_while_saving",
+    "test_cli.py::test_bf16_run_learns_on_cpu",
+    "test_figures.py::",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        where = item.nodeid.split("/")[-1]
+        return next((i for i, p in enumerate(LONGEST) if where.startswith(p)), len(LONGEST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 # The installed console scripts, as a user runs them.
 TRAIN = command("resnet-train")
 TORCHRUN = [*command("torchrun"), "--nproc_per_node=2"]
@@ -58,8 +90,24 @@ TINY = [
 ]
 
 
+# resnet-train forked from a warm interpreter (tests/warm.py): a few hundred runs, each spared
+# 5 s of imports. RESNET_REPRO_WARM=0 starts every run as a new process.
+WARM = (
+    None if len(TRAIN) > 1 or os.environ.get("RESNET_REPRO_WARM") == "0" else warm.Zygote(TRAIN[0])
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_the_zygote():
+    yield
+    if WARM:
+        WARM.stop()
+
+
 def run_cli(*overrides, cwd=None, env=None, gpu=False, **kwargs) -> subprocess.CompletedProcess:
     env = {**(with_gpus() if gpu else os.environ), "PYTHONUNBUFFERED": "1", **(env or {})}
+    if WARM and not gpu and not kwargs and WARM.can_run(env):
+        return WARM.run(list(overrides), env, cwd or os.getcwd(), timeout=900)
     return subprocess.run(
         [*TRAIN, *overrides],
         cwd=cwd,

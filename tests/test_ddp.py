@@ -171,6 +171,12 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def job(k: int) -> int:
+    """The k-th SLURM job id of this test process (k < 16). It also names the rendezvous port
+    (distributed.rendezvous_env), which must differ between pytest-xdist workers' tests."""
+    return os.getpid() * 16 + k
+
+
 def srun_like(
     args: list[str], job_id: int, limit_rank_0: int = 0, cwd=None
 ) -> list[subprocess.Popen]:
@@ -206,8 +212,8 @@ def test_a_requeued_slurm_job_resumes_its_run(two_ranks, tmp_path):
     """A job killed without notice (a node lost, preempted) and requeued by SLURM starts the
     same command again under the same job id: it finds its run directory and resumes."""
     [straight] = run_dirs(two_ranks)
-    job = os.getpid() % 10_000 + 3
-    tasks = srun_like(ARGS, job_id=job, cwd=tmp_path)  # no hydra.run.dir: named by the job
+    job_id = job(0)
+    tasks = srun_like(ARGS, job_id=job_id, cwd=tmp_path)  # no hydra.run.dir: named by the job
     while not list(tmp_path.rglob("last.pt")) and tasks[0].poll() is None:
         time.sleep(0.02)
     for task in tasks:
@@ -216,12 +222,12 @@ def test_a_requeued_slurm_job_resumes_its_run(two_ranks, tmp_path):
     stopped_at = torch.load(next(tmp_path.rglob("last.pt")), weights_only=True)["iteration"]
     assert 0 < stopped_at < ITERATIONS
 
-    tasks = srun_like(ARGS, job_id=job, cwd=tmp_path)  # the requeued job
+    tasks = srun_like(ARGS, job_id=job_id, cwd=tmp_path)  # the requeued job
     for task in tasks:
         _, err = task.communicate(timeout=300)
         assert task.returncode == 0, err
     [run_dir] = run_dirs(tmp_path)
-    assert run_dir.parent == tmp_path / "outputs" / f"slurm-{job}"
+    assert run_dir.parent == tmp_path / "outputs" / f"slurm-{job_id}"
     assert f"resuming from iteration {stopped_at}" in (run_dir / "train.log").read_text()
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -240,7 +246,7 @@ def test_srun_tasks_train_together_and_stop_together(tmp_path):
     # SIGTERM reaches rank 1 only: both ranks stop at the same iteration, rank 0 saves.
     run_dir = tmp_path / "run"
     args = [*TINY, "schedule.iterations=400", "trainer.ckpt_every=1000", "trainer.log_every=10"]
-    tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=os.getpid())
+    tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=job(1))
     while not trained_a_while(run_dir) and tasks[0].poll() is None:  # not a stop at start-up
         time.sleep(0.02)
     tasks[1].send_signal(signal.SIGTERM)
@@ -250,7 +256,7 @@ def test_srun_tasks_train_together_and_stop_together(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert 0 < ckpt["iteration"] < 400 and len(ckpt["rng_ranks"]) == 2
 
-    tasks = srun_like([*args, "schedule.gamma=0.5", f"hydra.run.dir={run_dir}"], 1)
+    tasks = srun_like([*args, "schedule.gamma=0.5", f"hydra.run.dir={run_dir}"], job(2))
     outs = [t.communicate(timeout=300) for t in tasks]
     assert [t.returncode for t in tasks] == [2, 2]  # a changed schedule: refused on every rank
     assert "different experiment" in outs[0][1]
@@ -280,7 +286,7 @@ def test_a_mistake_seen_by_rank_0_stops_every_rank(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     args = [*TINY_MODEL, "data=cifar10", "data.download=false", f"data.root={empty}"]
-    tasks = srun_like([*args, f"hydra.run.dir={tmp_path / 'run'}"], job_id=os.getpid() + 1)
+    tasks = srun_like([*args, f"hydra.run.dir={tmp_path / 'run'}"], job_id=job(3))
     outs = [t.communicate(timeout=120) for t in tasks]
     assert [t.returncode for t in tasks] == [2, 2]
     assert "No cifar10 data" in outs[0][1] and "No cifar10 data" not in outs[1][1]  # said once
@@ -324,7 +330,7 @@ def test_a_loss_that_is_not_finite_stops_every_rank(tmp_path):
     run_dir = tmp_path / "run"
     args = [*TINY, "optim.lr=1e6", "schedule.iterations=40", "trainer.log_every=20",
             "trainer.ckpt_every=2", f"hydra.run.dir={run_dir}"]  # fmt: skip
-    tasks = srun_like(args, job_id=os.getpid() % 10_000 + 11)
+    tasks = srun_like(args, job_id=job(4))
     ends = [task.communicate(timeout=300) for task in tasks]
     assert [task.returncode for task in tasks] == [1, 1], ends
     assert "not finite at iteration" in ends[0][1] and "Traceback" not in ends[0][1]
@@ -341,7 +347,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank(tmp_path):
     # wait for it in the next collective.
     run_dir = tmp_path / "run"
     args = [*TINY, "schedule.iterations=40", "trainer.ckpt_every=5", f"hydra.run.dir={run_dir}"]
-    tasks = srun_like(args, job_id=os.getpid() + 3, limit_rank_0=100_000)
+    tasks = srun_like(args, job_id=job(5), limit_rank_0=100_000)
     outs = [t.communicate(timeout=120) for t in tasks]
     assert [t.returncode for t in tasks] == [1, 1], outs
     assert "could not be written (File too large)" in outs[0][1]
@@ -354,7 +360,7 @@ def test_a_rank_that_dies_stops_every_rank_at_once(tmp_path):
     # not wait in a collective for the process group's 10-minute timeout.
     run_dir = tmp_path / "run"
     args = [*TINY, "schedule.iterations=5000", "trainer.log_every=10"]
-    tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=os.getpid() + 2)
+    tasks = srun_like([*args, f"hydra.run.dir={run_dir}"], job_id=job(6))
     while not (run_dir / METRICS).exists() and tasks[0].poll() is None:
         time.sleep(0.02)
     tasks[1].kill()

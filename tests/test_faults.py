@@ -8,6 +8,7 @@ import re
 import resource
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -177,7 +178,9 @@ def test_a_diverging_run_stops_with_finite_checkpoints_and_no_summary(tmp_path):
     )
     assert r.returncode == 1, r.stderr
     # The loss, or the weights a step left behind (BatchNorm can keep the loss finite a while)
-    found = re.search(r"the (training loss is|weights are) not finite at iteration (\d+):", r.stderr)
+    found = re.search(
+        r"the (training loss is|weights are) not finite at iteration (\d+):", r.stderr
+    )
     assert found, r.stderr
     at = int(found[2])
     assert at < 30  # the iteration it happened, not the next record's
@@ -230,6 +233,25 @@ def test_ctrl_c_while_starting_ends_with_a_true_sentence(tmp_path, after):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopped" in err and "Traceback" not in err and "is intact" not in err
+
+
+def test_a_ctrl_c_while_modules_load_waits_for_them_then_stops():
+    """Raised inside an extension module's initialisation, a KeyboardInterrupt can leave it half
+    made: the test above once failed under load with numpy's "cannot load module more than once
+    per process" and a traceback. The commands hold a Ctrl-C until their imports end."""
+    code = (
+        "import time\nfrom resnet_repro.entry import loading\n"
+        "with loading('resnet-train', 'before any training'):\n"
+        "    print('loading', flush=True)\n    time.sleep(1.5)\n    print('loaded', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "loading\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (130, "loaded\n"), err
+    assert err == "resnet-train: stopped (Ctrl-C) while starting, before any training.\n"
 
 
 def test_what_an_ending_says_of_the_checkpoint_is_true(tmp_path):
