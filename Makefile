@@ -23,10 +23,11 @@ train: install
 	$(BIN)/resnet-train $(if $(DATA),data.root=$(DATA)) $(ARGS)
 
 # The suite on one pytest-xdist worker per core, at most 4 (TEST_WORKERS=0: in this process,
-# one test after the other), a test module to a worker: its module fixtures are made once.
+# one test after the other), a test module to a worker (its module fixtures are made once), in
+# the order of tests/conftest.py's LONGEST, not by their number of tests.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(ARGS)
 
 lint: install
 	$(BIN)/ruff check resnet_repro hydra_plugins scripts tests
