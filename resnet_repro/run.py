@@ -169,11 +169,13 @@ def write_config(run_dir: Path, s: Settings) -> None:
 def describe(s: Settings, setup: Setup, device, world: World, compiled: bool) -> dict:
     """What was trained, and how, for the log and summary.json."""
     image_size = setup.data.image_size
+    loader = getattr(setup.data, "chosen_loader", None)  # image folders' pipeline
     return {
         "model": s.model_name,
         "tags": list(s.tags),
         **s.groups["model"],
         "data": s.data["name"],
+        **({"data_loader": loader(device)} if loader else {}),
         "parameters": count_parameters(setup.model),
         "flops": count_flops(setup.model, image_size),  # multiply-adds per image, as [R1]
         "image_size": image_size,
@@ -193,8 +195,9 @@ def describe(s: Settings, setup: Setup, device, world: World, compiled: bool) ->
 def announce(facts: dict, world: World, run_dir: Path, start: int) -> None:
     log.info(
         f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
-        f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on "
-        f"{facts['data']}, {world.size} x {facts['device']}, {facts['precision']}"
+        f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on {facts['data']}"
+        + (f" (data.loader={facts['data_loader']})" if "data_loader" in facts else "")
+        + f", {world.size} x {facts['device']}, {facts['precision']}"
         f"{', compiled' if facts['compile'] else ''}; run directory {run_dir}"
         + (f"; resuming from iteration {start}" if start else "")
     )

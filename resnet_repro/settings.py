@@ -4,18 +4,17 @@
 else does), value by value, against RULES and turns it into Settings: the groups as constructor
 arguments and the trainer's values. What can only be checked against the data (a validation
 split as large as the training set) or the model's arithmetic (depth 6n+2) is checked there,
-with messages of the same form. The command line itself is checked before Hydra reads it
-(commandline.py).
+with messages of the same form. commandline.py checks the command line before Hydra reads it.
 """
 
-import dataclasses
 import math
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from .commandline import close_to
+from .data.folders import LOADERS
 from .errors import UserError, check_keys
 from .nets.models import MODEL_KEYS
 from .training.runtime import PRECISIONS
@@ -159,6 +158,7 @@ RULES = {
     "data.workers": whole(0),
     "data.scale_aug": BOOL,
     "data.ten_crop": BOOL,
+    "data.loader": Rule("words", words=LOADERS),
     "optim.lr": POSITIVE,
     "optim.momentum": number(0, 1, high_open=True),
     "optim.weight_decay": number(0),
@@ -208,7 +208,7 @@ def check_values(config: dict) -> None:
             f"{example.get(missing[0], missing[0] + '=...')} to the command."
         )
     unknown = sorted(set(config) - {*GROUPS, "trainer", "tags"})
-    trainer_keys = {f.name for f in dataclasses.fields(Trainer)}  # +trainer.x= is refused
+    trainer_keys = {f.name for f in fields(Trainer)}  # +trainer.x= is refused
     unknown += sorted(f"trainer.{k}" for k in set(config["trainer"]) - trainer_keys)
     if unknown:
         hint = close_to(unknown[0])

@@ -1,6 +1,7 @@
 """Training speed and memory, as Markdown tables: `make bench`, or one part at a time:
 
-    python scripts/bench.py --parts pipeline settings memory depth compile ddp agree gpu sweep
+    python scripts/bench.py --parts pipeline settings memory depth compile ddp agree gpu sweep \
+        folders
 
 - pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
   DataLoader, fp32) at its best worker count, against resnet-train end to end with its
@@ -15,6 +16,11 @@
 - agree: what the per-iteration stop-flag agreement of a DDP run costs on 2 gloo ranks.
 - sweep: a sweep's runs side by side (hydra/launcher=local) against one after the other: on
   the CPU 2 runs, with the threads divided between them; on a GPU, 1, 2, 4 and 8 runs on it.
+- folders: the image-folder pipelines (data.loader=transforms and boxes) without a model,
+  images/s per DataLoader worker for 1 and 2 workers, [R1]'s scale augmentation, the
+  random-resized crop and evaluation's centre crop (scripts/folder_speed.py), on photographs cut
+  to ImageNet's sizes (scripts/photo_folder.py; made once in outputs/photo-folder, or
+  --folder).
 - gpu: on a CUDA GPU (skipped without one), the bare step in fp32 NCHW, fp32 NHWC, bf16 and
   bf16 compiled, resnet-train end to end with a GPU run's settings, and the classic pipeline.
 
@@ -38,6 +44,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from classic_cifar import images_per_sec as classic_speed
+from folder_speed import HEADER as FOLDER_HEADER
+from folder_speed import measure as folder_rows
 
 from resnet_repro.data import load_dataset
 from resnet_repro.entry import command
@@ -190,9 +198,9 @@ def sweep(args) -> None:
     )
 
 
-def table(title: str, header: list[str], rows: list[list], machine: str = "") -> None:
+def table(title: str, header: list[str], rows: list[list], machine: str = "", batch=128) -> None:
     machine = machine or f"CPU: {cpu_name()}, {THREADS} threads"
-    print(f"\n### {title}\n\n{machine}, batch 128\n")
+    print(f"\n### {title}\n\n{machine}, batch {batch}\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
@@ -493,6 +501,20 @@ def gpu(args) -> None:
     table(f"GPU training speed (img/s), {data_name}", header, rows, machine)
 
 
+def folders(args) -> None:
+    folder = args.folder or ROOT / "outputs" / "photo-folder"
+    if not (folder / "train").is_dir():
+        made = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "photo_folder.py"), str(folder)]
+        )
+        if made.returncode:
+            sys.exit("bench.py: the folders part needs an image folder; give one with --folder")
+    rows = folder_rows(folder, [1, 2], args.batches)
+    files = sum(1 for _ in folder.rglob("*.JPEG"))
+    machine = f"CPU: {cpu_name()}, {THREADS} threads; {folder.name}, {files} files"
+    table("Image-folder pipelines, no model (224 px crops)", FOLDER_HEADER, rows, machine, 64)
+
+
 PARTS = {
     "pipeline": pipeline,
     "settings": settings,
@@ -503,6 +525,7 @@ PARTS = {
     "gpu": gpu,
     "agree": agree,
     "sweep": sweep,
+    "folders": folders,
 }
 
 
@@ -513,6 +536,8 @@ def main() -> None:
     p.add_argument("--compile-depths", nargs="+", type=int, default=[20, 56, 110, 1202])
     p.add_argument("--steps", type=int, default=20, help="timed iterations at depth 20")
     p.add_argument("--repeats", type=int, default=2, help="best of this many measurements")
+    p.add_argument("--folder", type=Path, help="the folders part's image folder")
+    p.add_argument("--batches", type=int, default=12, help="the folders part's timed batches")
     p.add_argument("--probe-memory", nargs=2, type=int, help=argparse.SUPPRESS)
     p.add_argument("--probe-agree", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()

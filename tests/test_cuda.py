@@ -69,10 +69,14 @@ def test_an_image_folder_with_pinned_memory_and_compile(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert summary(tmp_path / "run")["compile"] is True
     # the workers' batches arrive in pinned memory, for the non-blocking copy to the GPU
-    data = load_dataset("imagefolder", root=str(root), crop_size=32, resize_size=36, workers=2)
-    batches, _ = data.sources(10, 0, 10, torch.device("cuda"))
-    x, _ = next(iter(batches.loader))
-    assert x.is_pinned() and batches.loader.pin_memory
+    for loader in ("boxes", "device"):  # a batch of crops; the files' bytes for the GPU
+        data = load_dataset(
+            "imagefolder", root=str(root), crop_size=32, resize_size=36, workers=2, loader=loader
+        )
+        batches, _ = data.sources(10, 0, 10, torch.device("cuda"))
+        batch = next(iter(batches.loader))
+        pinned = batch[0] if loader == "boxes" else batch.data
+        assert pinned.is_pinned() and batches.loader.pin_memory
 
 
 def stop_after_a_checkpoint(run_dir, device: str) -> int:
@@ -163,3 +167,51 @@ def test_a_local_sweep_puts_two_runs_on_each_gpu(tmp_path):
     ]
     on = sorted(line.split("GPU ")[1].split(",")[0] for line in said)
     assert on == sorted(2 * GPU_IDS), said
+
+
+def test_jpegs_decoded_on_the_gpu_crop_as_on_the_cpu(tmp_path):
+    """data.loader=device: nvJPEG's decoding and the GPU's resizing give the CPU's crops to a
+    grey level or two (IDCTs differ in their last bit), from the same boxes."""
+    from test_boxes import photo_like
+    from torchvision.datasets import ImageFolder
+
+    from resnet_repro.data.crops import keys
+    from resnet_repro.data.device_decode import EncodedCrops, decode_on, jpeg_decoder
+
+    (tmp_path / "c0").mkdir()
+    for i in range(6):
+        photo_like(tmp_path / "c0" / f"{i}.jpg", 500 - 40 * i, 375, seed=i)
+    folder = ImageFolder(str(tmp_path))
+    for scale_aug in (False, True):
+        encoded = EncodedCrops(folder, 96, train=True, scale_aug=scale_aug, scale_range=(128, 200))
+        batch = encoded.__getitems__(keys(list(range(6)), seed=0, epoch=0, start=0))
+        decode = jpeg_decoder()
+        on_cpu = decode_on(batch, torch.device("cpu"), 96, folder.samples, decode)
+        on_gpu = decode_on(batch, torch.device("cuda"), 96, folder.samples, decode)
+        assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape
+        assert (on_gpu.cpu().float() - on_cpu.float()).abs().mean() < 1.5
+
+
+def test_an_image_folder_decoded_on_the_gpu_trains_and_evaluates_ten_crops(tmp_path):
+    root = write_jpeg_folder(tmp_path / "jpegs", classes=3, train=8, val=4, size=(90, 120))
+    r = run_cli(
+        "model=resnet18",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.crop_size=64",
+        "data.resize_size=72",
+        "data.scale_aug=true",
+        "data.scale_range=[72,100]",
+        "data.ten_crop=true",
+        "data.workers=2",
+        "data.batch_size=8",
+        "schedule=imagenet",
+        "schedule.epochs=2",
+        "trainer.eval_every=3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        gpu=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summary(tmp_path / "run")
+    assert s["data_loader"] == "device" and s["device"] == "cuda:0"  # auto on a GPU
+    assert 0 <= s["val_error"] <= 100 and s["iteration"] == 6

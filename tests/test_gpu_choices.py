@@ -31,10 +31,13 @@ TENSORS = [
     "schedule.iterations=7",
 ]
 # 3 classes x 8 images at batch 10: 3 steps an epoch, the last of 4; 2 epochs. resnet18 is the
-# ImageNet net, on 32 px crops; one DataLoader worker process, as GPU runs read ImageNet.
+# ImageNet net, on 32 px crops; one DataLoader worker process, and the JPEGs decoded and cropped
+# by the device's code (data.loader=device, here with the CPU's decoder), as GPU runs read
+# ImageNet.
 FOLDER = [
     "model=resnet18",
     "data=imagefolder",
+    "data.loader=device",
     "data.crop_size=32",
     "data.resize_size=36",
     "data.batch_size=10",

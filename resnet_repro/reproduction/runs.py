@@ -23,7 +23,10 @@ from ..training.records import METRICS, read_metrics
 TRAIN_ERROR, TRAIN_LOSS, TEST_ERROR = "train_error", "train_loss", "test_error"
 # Keys that say where the data is or how memory is spent, not what a run trains: a run may
 # resume with them changed (cli.experiment_identity), and runs that differ in them are alike.
-NOT_THE_EXPERIMENT = {"data": ("root", "download", "workers"), "model": ("checkpointing",)}
+NOT_THE_EXPERIMENT = {
+    "data": ("root", "download", "workers", "loader"),
+    "model": ("checkpointing",),
+}
 
 
 def what_it_trains(group: str, values: dict) -> dict:
