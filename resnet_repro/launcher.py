@@ -182,10 +182,19 @@ class LocalLauncher(BaseSubmititLauncher):
         sys.exit(code)
 
 
+# How long a run told to stop may take to leave its result after its controller ended (a fresh-
+# clone CI run under load called a run that had saved at iteration 15 "stopped before training").
+RESULT_WAIT_S = 5.0
+
+
 def outcome(job, told_to_stop: bool = False) -> tuple[int, str, JobReturn | None]:
     """How a run ended: its exit code, a line saying so, and Hydra's JobReturn. A process that
     ended with no result file will not write one: nothing to wait for (submitit's result()
     would wait 15 s, all that time holding up the sweep's loop and its signals)."""
+    if told_to_stop:  # its controller forwards the SIGTERM and may end before the run saved
+        waited = time.monotonic() + RESULT_WAIT_S
+        while not job.paths.result_pickle.exists() and time.monotonic() < waited:
+            time.sleep(0.1)
     if not job.paths.result_pickle.exists():
         if told_to_stop:  # SIGTERM before the run took its stop signals: nothing trained
             return STOPPED, "stopped (SIGTERM) before training", None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, TINY_MODEL, TRAIN, assert_same_end, image_folder_run, run_cli
 from fixtures import write_jpeg_folder
+from hydra.core.utils import JobReturn, JobStatus
 
 from hydra_plugins.resnet_repro import LocalLauncher
 from resnet_repro import cli, launcher
@@ -346,12 +347,24 @@ def test_a_killed_run_is_reported_at_once(tmp_path):
     assert code == 1 and "killed (SIGKILL, out of memory)?" in said
 
 
-def test_a_run_stopped_or_failed_is_not_called_killed(tmp_path):
+def test_a_run_stopped_or_failed_is_not_called_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(launcher, "RESULT_WAIT_S", 0.2)
     code, said, _ = launcher.outcome(Ended(tmp_path), told_to_stop=True)
     assert code == 130 and said == "stopped (SIGTERM) before training"
     error = RuntimeError("Traceback...\nValueError: the slot folder is gone")
     code, said, _ = launcher.outcome(Ended(tmp_path, error=error))
     assert code == 1 and said.startswith("failed: ValueError: the slot folder is gone")
+
+
+def test_a_run_told_to_stop_is_waited_for_after_its_controller_ended(tmp_path):
+    """submitit's controller forwards the SIGTERM and may end first: the run's result file comes
+    after (seen under load), and the run saved; it is not 'stopped before training'."""
+    job = Ended(tmp_path)
+    job.result = lambda: JobReturn(status=JobStatus.FAILED, _return_value=SystemExit(130))
+    (tmp_path / "err").write_text("resnet-train: stopped after iteration 15; checkpoint saved\n")
+    threading.Timer(0.5, lambda: job.paths.result_pickle.write_bytes(b"x")).start()
+    code, said, _ = launcher.outcome(job, told_to_stop=True)
+    assert code == 130 and said == "exit code 130: stopped after iteration 15; checkpoint saved"
 
 
 @pytest.mark.slow  # it starts processes
