@@ -19,12 +19,11 @@ import random
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..training.files import printable, unreadable
 from . import boxes
+from .images import read_file
 from .sampling import mix_seed
 
 
@@ -100,19 +99,12 @@ def read_crops(path: str, size: int, boxes_of) -> list[np.ndarray]:
     """size x size x 3 uint8 crops of the image at path: boxes_of(width, height) gives their
     boxes in its pixels and whether to flip each. A file that is not a readable image is named
     (as images.read_image does)."""
-    why = unreadable(path)
-    if why is None:
-        try:
-            with open(path, "rb") as f, Image.open(f) as im:
-                chosen = boxes_of(*im.size)
-                return [np.asarray(crop) for crop in cut(im, chosen, size)]
-        except UnidentifiedImageError:
-            why = "not an image"
-        except Image.DecompressionBombError as e:
-            why = f"too many pixels to decode safely: {e}"
-        except (OSError, SyntaxError, ValueError) as e:
-            why = str(e) or type(e).__name__
-    raise UserError(f"{printable(path)} is not a readable image ({why}). Remove or replace it.")
+
+    def crops(f):
+        with Image.open(f) as im:
+            return [np.asarray(crop) for crop in cut(im, boxes_of(*im.size), size)]
+
+    return read_file(path, crops)
 
 
 def cut(im: Image.Image, chosen: list[tuple[boxes.Box, bool]], size: int) -> list[Image.Image]:

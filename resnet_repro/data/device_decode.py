@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import UserError
-from ..training.files import printable, unreadable
+from ..training.files import printable
 from .crops import BoxCrops
+from .images import read_file
 
 
 @dataclass
@@ -71,25 +72,17 @@ class EncodedCrops(BoxCrops):
 def read_jpeg(path: str) -> tuple[bytes, tuple[int, int]]:
     """The file's bytes, if a JPEG in RGB or greyscale, else the image re-encoded so; and its
     size. A file that is not a readable image is named, as images.read_image does."""
-    why = unreadable(path)
-    if why is None:
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-            with Image.open(io.BytesIO(raw)) as im:
-                if im.format == "JPEG" and im.mode in ("RGB", "L"):
-                    im.draft(None, None)  # the header is read; nothing is decoded
-                    return raw, im.size
-                out = io.BytesIO()
-                im.convert("RGB").save(out, "JPEG", quality=95)
-                return out.getvalue(), im.size
-        except UnidentifiedImageError:
-            why = "not an image"
-        except Image.DecompressionBombError as e:
-            why = f"too many pixels to decode safely: {e}"
-        except (OSError, SyntaxError, ValueError) as e:
-            why = str(e) or type(e).__name__
-    raise UserError(f"{printable(path)} is not a readable image ({why}). Remove or replace it.")
+
+    def bytes_and_size(f):
+        raw = f.read()
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.format == "JPEG" and im.mode in ("RGB", "L"):
+                return raw, im.size  # only the header was read
+            out = io.BytesIO()
+            im.convert("RGB").save(out, "JPEG", quality=95)
+            return out.getvalue(), im.size
+
+    return read_file(path, bytes_and_size)
 
 
 def jpeg_decoder():

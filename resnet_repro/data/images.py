@@ -46,12 +46,33 @@ def open_rgb(path) -> Image.Image | str:
     try:
         with open(path, "rb") as f, Image.open(f) as im:
             return im.convert("RGB")
-    except UnidentifiedImageError:
+    except PILLOWS_ERRORS as e:
+        return decode_error(e)
+
+
+def read_file(path, read):
+    """read(f), f the image file at path opened for reading; a file that is not a readable image
+    (open_rgb's reasons) is named in a UserError: the image-folder loaders' readers."""
+    why = unreadable(path)
+    if why is None:
+        try:
+            with open(path, "rb") as f:
+                return read(f)
+        except PILLOWS_ERRORS as e:
+            why = decode_error(e)
+    raise UserError(f"{printable(path)} is not a readable image ({why}). Remove or replace it.")
+
+
+PILLOWS_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def decode_error(e: Exception) -> str:
+    """What an error of Pillow's says of the file it was reading."""
+    if isinstance(e, UnidentifiedImageError):
         return "not an image"
-    except Image.DecompressionBombError as e:
+    if isinstance(e, Image.DecompressionBombError):
         return f"too many pixels to decode safely: {e}"
-    except (OSError, SyntaxError, ValueError) as e:
-        return str(e) or type(e).__name__
+    return str(e) or type(e).__name__
 
 
 class Normalize:
