@@ -175,7 +175,11 @@ def describe(s: Settings, setup: Setup, device, world: World, compiled: bool) ->
         "tags": list(s.tags),
         **s.groups["model"],
         "data": s.data["name"],
-        **({"data_loader": loader(device)} if loader else {}),
+        **(
+            {"data_loader": loader(device), "jpeg_decoder": setup.data.decoder(device)}
+            if loader
+            else {}
+        ),
         "parameters": count_parameters(setup.model),
         "flops": count_flops(setup.model, image_size),  # multiply-adds per image, as [R1]
         "image_size": image_size,
@@ -196,7 +200,11 @@ def announce(facts: dict, world: World, run_dir: Path, start: int) -> None:
     log.info(
         f"{facts['model']}: {facts['block']} {facts['activation']} units, shortcut "
         f"{facts['shortcut']}, {facts['parameters'] / 1e6:.3f}M parameters, on {facts['data']}"
-        + (f" (data.loader={facts['data_loader']})" if "data_loader" in facts else "")
+        + (
+            f" (data.loader={facts['data_loader']}, JPEGs decoded by {facts['jpeg_decoder']})"
+            if "data_loader" in facts
+            else ""
+        )
         + f", {world.size} x {facts['device']}, {facts['precision']}"
         f"{', compiled' if facts['compile'] else ''}; run directory {run_dir}"
         + (f"; resuming from iteration {start}" if start else "")

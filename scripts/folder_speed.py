@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from resnet_repro.data import turbo
 from resnet_repro.data.folders import load_folder
 from resnet_repro.training.distributed import ALONE
 
@@ -25,11 +26,29 @@ CROPS = {  # name: load_folder's options
     "RandomResizedCrop": dict(scale_aug=False),
     "evaluation (resize, centre crop)": dict(evaluation=True),
 }
-LOADERS = ("transforms", "boxes", "device")
+# data.loader, and for boxes whether TurboJPEG decodes the crops' regions (the jpeg extra) or
+# Pillow whole rows (as without the extra)
+LOADERS = {
+    "transforms": ("transforms", False),
+    "boxes, Pillow": ("boxes", False),
+    "boxes, TurboJPEG": ("boxes", True),
+    "device": ("device", False),
+}
 
 
-def images_per_sec(root: Path, loader: str, workers: int, batches: int, crop: dict) -> float:
+def images_per_sec(root: Path, name: str, workers: int, batches: int, crop: dict) -> float:
     """Images/s over `batches` batches of 64, after 2 batches per worker to start them."""
+    loader, regions = LOADERS[name]
+    find = turbo.find
+    if not regions:  # the workers, forked from here, find no TurboJPEG either
+        turbo.find = lambda: None
+    try:
+        return timed(root, loader, workers, batches, crop)
+    finally:
+        turbo.find = find
+
+
+def timed(root: Path, loader: str, workers: int, batches: int, crop: dict) -> float:
     opts = dict(crop)
     evaluation = opts.pop("evaluation", False)
     data = load_folder(str(root), loader=loader, workers=workers, **opts)
@@ -49,19 +68,25 @@ def images_per_sec(root: Path, loader: str, workers: int, batches: int, crop: di
 
 
 def measure(root: Path, workers: list[int], batches: int) -> list[list]:
-    """Rows of (crop, workers, img/s per worker of each loader, boxes over transforms)."""
+    """Rows of (crop, workers, img/s per worker of each loader, boxes' over transforms')."""
+    if turbo.find() is None:
+        raise SystemExit(
+            "folder_speed.py: no TurboJPEG to measure: pip install 'resnet-repro[jpeg]'"
+        )
     rows = []
     for name, crop in CROPS.items():
         for w in workers:
             speed = {loader: images_per_sec(root, loader, w, batches, crop) for loader in LOADERS}
             per = {k: v / max(1, w) for k, v in speed.items()}
-            ratio = per["boxes"] / per["transforms"]
-            rows.append([name, w, *(f"{per[k]:.0f}" for k in LOADERS), f"{ratio:.2f}x"])
+            ratios = [per[k] / per["transforms"] for k in ("boxes, Pillow", "boxes, TurboJPEG")]
+            rows.append(
+                [name, w, *(f"{per[k]:.0f}" for k in LOADERS), *(f"{r:.2f}x" for r in ratios)]
+            )
     return rows
 
 
-HEADER = ["crop", "workers", "transforms, img/s per worker", "boxes", "device (workers' part)"]
-HEADER += ["boxes / transforms"]
+HEADER = ["crop", "workers", "transforms, img/s per worker", "boxes, Pillow", "boxes, TurboJPEG"]
+HEADER += ["device (workers' part)", "boxes, Pillow / transforms", "boxes, TurboJPEG / transforms"]
 
 
 def main() -> None:

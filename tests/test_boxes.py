@@ -1,6 +1,6 @@
 """data.loader=boxes against torchvision's transforms (data.loader=transforms): the same crop
 distributions, drawn as boxes from the image's size alone, and the same pixels from a decode
-at a reduced scale."""
+at a reduced scale, of the crops' regions only (TurboJPEG) or of whole rows (Pillow)."""
 
 import json
 import math
@@ -18,7 +18,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from resnet_repro.data import boxes
+from resnet_repro.data import boxes, crops, turbo
 from resnet_repro.data.crops import BoxCrops, keys, read_crops
 from resnet_repro.evaluate import eval_main
 
@@ -123,7 +123,18 @@ def photo_like(path, width: int = 500, height: int = 375, seed: int = 0) -> None
     Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def test_pixels_are_torchvisions_on_the_same_box(tmp_path):
+@pytest.fixture(params=["turbojpeg", "pillow"])
+def decoder(request, monkeypatch):
+    """Each of data.loader=boxes' decoders in turn: libjpeg-turbo 3's regions (the jpeg extra,
+    which make test installs), then Pillow's whole rows, as where the extra is not installed."""
+    if request.param == "pillow":
+        monkeypatch.setattr(turbo, "find", lambda: None)
+    elif turbo.find() is None:
+        pytest.fail("no libjpeg-turbo 3: pip install -e '.[dev]' installs turbojpeg")
+    return request.param
+
+
+def test_pixels_are_torchvisions_on_the_same_box(tmp_path, decoder):
     """Decoded at 1/2 or 1/4 of its size where the box allows and resized from there, a crop
     differs from torchvision's (whole image decoded, then resized and cropped) by a fraction of
     a grey level on average."""
@@ -153,6 +164,86 @@ def test_pixels_are_torchvisions_on_the_same_box(tmp_path):
     d = np.stack([x.mean() for x in diffs])
     assert d.mean() < 1.0 and d.max() < 2.5, d
     assert max(np.percentile(x, 99) for x in diffs) <= 12
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0: iMCUs 8 or 16 wide
+def test_turbojpeg_crops_are_torchvisions_pixels(tmp_path, subsampling):
+    """A random-resized crop from the region TurboJPEG decodes (a few rows and columns around the
+    box) is exactly torchvision's transforms' crop (the whole image decoded, cut, resized), at
+    every edge and corner of the image and inside it; and it decodes less."""
+    path = tmp_path / "photo.jpg"
+    photo_like(path, 333, 250, seed=subsampling)
+    Image.open(path).save(path, quality=90, subsampling=subsampling)
+    data = path.read_bytes()
+    image = tv_tensors.Image(torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()))
+    image = image.permute(2, 0, 1)
+    decoded = []
+    real = turbo.find()
+
+    class Counting:  # the decoder, counting the pixels it decodes
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def region(self, *args, **kw):
+            out = real.region(*args, **kw)
+            decoded.append(out[0].shape[0] * out[0].shape[1])
+            return out
+
+    rng = random.Random(0)
+    corners = [boxes.Box(0, 0, 150, 120), boxes.Box(183, 130, 150, 120), boxes.Box(0, 0, 333, 200)]
+    for box in corners + [boxes.resized_crop(333, 250, rng) for _ in range(20)]:
+        if crops.dct_denominator(333, 250, [(box, False)], 112) > 1:
+            continue  # decoded at half size: test_pixels_are_torchvisions_on_the_same_box
+        for flip in (False, True):
+            [ours] = crops.region_crops(Counting(), data, 112, lambda w, h, b=box, f=flip: [(b, f)])
+            theirs = TF.resized_crop(image, box.top, box.left, box.height, box.width, [112, 112])
+            theirs = theirs.flip(-1) if flip else theirs
+            assert np.array_equal(ours, theirs.permute(1, 2, 0).numpy()), (box, flip)
+    assert np.mean(decoded) < 0.8 * 333 * 250
+
+
+def test_both_decoders_crop_alike(tmp_path):
+    """TurboJPEG's regions and Pillow's whole rows give the same crops, within 2 grey levels: the
+    random-resized crop (large boxes decoded at a reduced scale), [R1]'s scale augmentation and
+    the ten crops of evaluation. A PNG and a CMYK JPEG, which TurboJPEG does not decode to RGB,
+    are read by Pillow."""
+    photo_like(tmp_path / "a.jpg", 1000, 750)
+    Image.open(tmp_path / "a.jpg").save(tmp_path / "b.png")
+    Image.open(tmp_path / "a.jpg").convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    rng = random.Random(2)
+    for _ in range(8):
+        chosen = [
+            [(boxes.resized_crop(1000, 750, rng), rng.random() < 0.5)],
+            [(boxes.scale_augmentation(1000, 750, rng, 224, (256, 480)), True)],
+            boxes.ten_crop(1000, 750, 224, 256),
+        ]
+        for c in chosen:
+            region = read_crops(str(tmp_path / "a.jpg"), 224, lambda w, h, c=c: c)
+            with Image.open(tmp_path / "a.jpg") as im:
+                rows = [np.asarray(x) for x in crops.cut(im, c, 224)]
+            for a, b in zip(region, rows, strict=True):
+                assert np.abs(a.astype(int) - b).max() <= 2
+    assert crops.dct_denominator(1000, 750, chosen[2], 224) == 2  # the ten crops: half size
+    data = (tmp_path / "c.jpg").read_bytes()
+    assert crops.region_crops(turbo.find(), data, 224, lambda w, h: chosen[2]) is None
+    png, cmyk = (
+        read_crops(str(tmp_path / f), 224, lambda w, h: chosen[2]) for f in ("b.png", "c.jpg")
+    )
+    assert len(png) == len(cmyk) == 10 and png[0].shape == cmyk[0].shape == (224, 224, 3)
+
+
+def test_without_libjpeg_turbo_3_boxes_decode_with_pillow(monkeypatch):
+    """A system library older than version 3 (no regions) is not used; nor is none."""
+    import ctypes.util
+
+    monkeypatch.setattr(turbo, "_found", {})
+    monkeypatch.setattr(turbo, "library_path", lambda: ctypes.util.find_library("c"))
+    assert turbo.find() is None
+    monkeypatch.setattr(turbo, "_found", {})
+    monkeypatch.setattr(turbo, "library_path", lambda: None)
+    assert turbo.find() is None
+    monkeypatch.undo()
+    assert turbo.find() is not None  # the jpeg extra's, as make test installs it
 
 
 def test_a_batch_is_made_whole_and_channels_last(tmp_path):

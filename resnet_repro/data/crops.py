@@ -3,10 +3,16 @@
 torchvision's transforms (data.loader=transforms) decode every JPEG whole, at full size, then
 resize the whole image (for [R1]'s scale augmentation, up to 640x480 for 224x224 of it) and
 crop. Here the crop is drawn first, as a box of the source (boxes.py: the same distributions,
-from the size in the file's header), the JPEG is decoded at the smallest DCT scale (1/2, 1/4,
-1/8) that keeps the box at least crop-size wide and high (Pillow's `draft`: libjpeg-turbo's
-scaled decoding), and only the box is resized, bilinear with antialiasing as torchvision does
-on PIL images. Other formats decode at full size; the box is the same.
+from the size in the file's header); the JPEG is decoded at the smallest DCT scale (1/2, 1/4,
+1/8) that keeps the box at least crop-size wide and high, and only the box is resized.
+
+Two decoders, the same crops: libjpeg-turbo 3 through turbo.py decodes only the rows and
+columns around the boxes (`pip install 'resnet-repro[jpeg]'`); without it, Pillow decodes
+whole rows (its `draft` gives the DCT scaling). A random-resized crop (on whole pixels) is cut
+out and resized as torchvision does it, by torch from TurboJPEG's pixels (the same pixels as
+torchvision's transforms), by Pillow otherwise (within a grey level or two); scaled boxes by
+Pillow, bilinear with antialiasing, with the pixels around the box as a resize of the whole
+image sees them. Other formats (PNG, CMYK JPEGs) decode with Pillow at full size.
 
 A batch is made whole in the worker, uint8, channels last, and travels as one tensor: no
 per-image tensors to collate. Each image's crop and flip come from a seed the sampler gives
@@ -14,6 +20,7 @@ with its index, drawn from (run seed, epoch, place in the epoch): a resumed run 
 as the uninterrupted one did.
 """
 
+import io
 import math
 import random
 
@@ -22,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from . import boxes
+from . import boxes, turbo
 from .images import read_file
 from .sampling import mix_seed
 
@@ -101,33 +108,121 @@ def read_crops(path: str, size: int, boxes_of) -> list[np.ndarray]:
     (as images.read_image does)."""
 
     def crops(f):
+        decoder = turbo.find()
+        if decoder:
+            data = f.read()
+            out = region_crops(decoder, data, size, boxes_of)
+            if out is not None:
+                return out
+            f = io.BytesIO(data)  # not a JPEG TurboJPEG decodes (CMYK, PNG, damaged): Pillow
         with Image.open(f) as im:
             return [np.asarray(crop) for crop in cut(im, boxes_of(*im.size), size)]
 
     return read_file(path, crops)
 
 
+def region_crops(decoder: turbo.Decoder, data: bytes, size: int, boxes_of):
+    """The crops, from only the rows and columns of the JPEG that their boxes cover (and a
+    margin, so that resizing sees the pixels around a box as it would in the whole image),
+    decoded at the same DCT scale as `cut`'s; None if TurboJPEG cannot decode the file (or
+    Pillow would refuse it: too many pixels), for Pillow to read or name.
+
+    Boxes on whole pixels (on_whole_pixels) are resized by torch as torchvision's transforms
+    resize them, to the same pixels, faster than Pillow; others ([R1]'s scale augmentation,
+    evaluation's) by Pillow, which takes a box of fractions of a pixel."""
+    header = decoder.size(data)
+    if header is None:
+        return None
+    width, height, _ = header
+    if Image.MAX_IMAGE_PIXELS and width * height > 2 * Image.MAX_IMAGE_PIXELS:
+        return None  # Pillow's guard against decompression bombs: it names the file
+    chosen = boxes_of(width, height)
+    denom = dct_denominator(width, height, chosen, size)
+    # A pixel of the scaled image is denom x denom of the source's (the last row and column
+    # partly outside: the scaled size is rounded up)
+    scaled = [scaled_box(box, 1 / denom) for box, _ in chosen]
+    whole = on_whole_pixels(chosen, denom)
+    # A region's edge rows and columns are upsampled from its own chroma only: 2 pixels more
+    # keep the box's pixels those of a full decode. Pillow also reads the pixels its filter
+    # reaches, up to (box / size) pixels beyond the box.
+    margin = 2 + (0 if whole else max(max(b[2] - b[0], b[3] - b[1]) / size for b in scaled))
+    cover = (
+        min(b[0] for b in scaled) - margin,
+        min(b[1] for b in scaled) - margin,
+        max(b[2] for b in scaled) + margin,
+        max(b[3] for b in scaled) + margin,
+    )
+    decoded = decoder.region(data, header, denom, cover, channels=3 if whole else 4)
+    if decoded is None:
+        return None
+    pixels, x, y = decoded
+    if whole:
+        return [
+            resize_whole(pixels, b, x, y, size, flip)
+            for b, (_, flip) in zip(scaled, chosen, strict=True)
+        ]
+    im = Image.frombuffer("RGBX", pixels.shape[1::-1], pixels, "raw", "RGBX", 0, 1)
+    out = []
+    for b, (_, flip) in zip(scaled, chosen, strict=True):
+        crop = im.resize((size, size), Image.BILINEAR, box=(b[0] - x, b[1] - y, b[2] - x, b[3] - y))
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop
+        out.append(np.asarray(crop.convert("RGB")))  # packed: a fast copy into the batch
+    return out
+
+
+def resize_whole(pixels: np.ndarray, box, x: int, y: int, size: int, flip: bool) -> np.ndarray:
+    """A box on whole pixels of an RGB region (its corner at x, y) resized to size x size:
+    bilinear with antialiasing, torchvision's resize of uint8 tensors (channels last: torch's
+    fast kernel)."""
+    left, top, right, bottom = (int(c) for c in box)
+    hwc = torch.from_numpy(pixels)[top - y : bottom - y, left - x : right - x]
+    chw = hwc.permute(2, 0, 1).unsqueeze(0)
+    crop = torch.nn.functional.interpolate(
+        chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[0].permute(1, 2, 0)
+    return (crop.flip(1) if flip else crop).numpy()
+
+
+def on_whole_pixels(chosen, denom: int) -> bool:
+    """Whether the boxes lie on whole pixels of a full-size decode: torchvision's random-resized
+    crops, which it cuts out, then resizes (seeing no pixel beyond the box), where scaled boxes
+    are resized with the pixels around them."""
+    return denom == 1 and all(float(c).is_integer() for box, _ in chosen for c in box)
+
+
+def dct_denominator(width: int, height: int, chosen, size: int) -> int:
+    """The largest of 1, 2, 4, 8 that a JPEG can be scaled down by (the DCT scaling of
+    libjpeg-turbo) leaving every box at least size pixels a side: Pillow's rule in `draft`."""
+    smallest_w = min(box.width for box, _ in chosen)
+    smallest_h = min(box.height for box, _ in chosen)
+    wanted = (math.ceil(width * size / smallest_w), math.ceil(height * size / smallest_h))
+    if wanted[0] > width or wanted[1] > height:
+        return 1
+    most = min(width // wanted[0], height // wanted[1])
+    return next(d for d in (8, 4, 2, 1) if d <= most)
+
+
+def scaled_box(box: boxes.Box, scale: float) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of a box in the image scaled by `scale`."""
+    return tuple(c * scale for c in (box.left, box.top, box.left + box.width, box.top + box.height))
+
+
 def cut(im: Image.Image, chosen: list[tuple[boxes.Box, bool]], size: int) -> list[Image.Image]:
     """The boxes of an opened image, each resized to size x size (flipped where asked),
     decoded at the smallest DCT scale that keeps every box at least size pixels a side."""
     width, height = im.size
-    smallest_w = min(box.width for box, _ in chosen)
-    smallest_h = min(box.height for box, _ in chosen)
-    wanted = (math.ceil(width * size / smallest_w), math.ceil(height * size / smallest_h))
-    scale = 1.0  # of the decoded image to the source: 1/2, 1/4 or 1/8 after a draft
-    if im.format == "JPEG" and wanted[0] <= width and wanted[1] <= height:
-        drafted = im.draft("RGB", wanted)  # decodes at a size of at least `wanted`
-        scale = drafted[1][2] / width if drafted else 1.0
+    denom = dct_denominator(width, height, chosen, size) if im.format == "JPEG" else 1
+    if denom > 1:
+        im.draft("RGB", (width // denom, height // denom))  # decodes at 1/denom, rounded up
     im = im.convert("RGB") if im.mode != "RGB" else im
-    sx = sy = scale
+    whole = on_whole_pixels(chosen, denom)
     out = []
     for box, flip in chosen:
-        region = (
-            box.left * sx,
-            box.top * sy,
-            min((box.left + box.width) * sx, im.width),
-            min((box.top + box.height) * sy, im.height),
-        )
-        crop = im.resize((size, size), Image.BILINEAR, box=region)
+        left, top, right, bottom = scaled_box(box, 1 / denom)
+        region = (left, top, min(right, im.width), min(bottom, im.height))
+        if whole:
+            crop = im.crop(tuple(int(c) for c in region)).resize((size, size), Image.BILINEAR)
+        else:
+            crop = im.resize((size, size), Image.BILINEAR, box=region)
         out.append(crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop)
     return out

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..errors import UserError
 from ..training.distributed import ALONE
+from . import turbo
 from .crops import BoxCrops, keep_batch, keys
 from .device_decode import Encoded, EncodedCrops, decode_on, jpeg_decoder
 from .images import MEAN, STD, Normalize, class_names, read_image
@@ -44,6 +45,21 @@ class FolderData:
         if self.loader != "auto":
             return self.loader
         return "device" if device.type == "cuda" else "boxes"
+
+    def decoder(self, device: torch.device) -> str:
+        """What decodes the JPEGs, for the log: with boxes, TurboJPEG where it is installed."""
+        loader = self.chosen_loader(device)
+        if loader == "device":
+            return (
+                "nvJPEG on the GPU"
+                if device.type == "cuda"
+                else "the CPU (the device loader's twin)"
+            )
+        if loader == "boxes" and turbo.find():
+            return "libjpeg-turbo 3, the crops' regions only"
+        if loader == "boxes":
+            return "Pillow (pip install 'resnet-repro[jpeg]' decodes only the crops' regions)"
+        return "Pillow"
 
     def datasets(self, device: torch.device) -> tuple[Dataset, Dataset]:
         """The train and val splits as the chosen loader reads them."""
