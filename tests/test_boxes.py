@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TRAIN, assert_same_end, image_folder_run, run_cli
+from conftest import ROOT, TRAIN, assert_same_end, image_folder_run, run_cli
 from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -77,6 +77,9 @@ def test_boxes_are_drawn_as_torchvision_draws_its_crops(crop, size):
             ]
         )
         ours = [boxes.scale_augmentation(width, height, rng, 144, scale_range) for _ in range(n)]
+        # rounded to whole pixels of the source, to be cut out and resized as RandomResizedCrop's
+        assert all(float(c).is_integer() for b in ours for c in b)
+        assert all(b.left + b.width <= width and b.top + b.height <= height for b in ours)
     image = coordinates(width, height)
     reference = np.stack([relative(box_of(theirs(image)), width, height) for _ in range(n)])
     drawn = np.stack([relative(b, width, height) for b in ours])
@@ -152,7 +155,8 @@ def test_pixels_are_torchvisions_on_the_same_box(tmp_path, decoder):
         [ours] = read_crops(str(path), 112, lambda w, h, b=box: [(b, False)])
         diffs.append(np.abs(ours.astype(int) - np.asarray(theirs, dtype=int)))
         reduced += box.width >= 224 and box.height >= 224  # decoded at half size or less
-        # [R1]'s scale augmentation: torchvision resizes the whole image, then crops
+        # a box of fractions of a pixel (evaluation's Resize then crop, [R1]'s scale
+        # augmentation before its box is rounded): torchvision resizes the whole image, crops
         s, x, y = rng.randint(256, 480), rng.random(), rng.random()
         w, h = boxes.shorter_side(*full.size, s)
         left, top = int(x * (w - 224)), int(y * (h - 224))
@@ -270,9 +274,10 @@ def test_a_batch_is_made_whole_and_channels_last(tmp_path):
 
 
 def test_decoding_on_the_device_crops_as_torchvision_does(tmp_path):
-    """data.loader=device's code, run here with the CPU decoder: the random-resized crop is
-    torchvision's resized_crop of the decoded tensor, [R1]'s scale augmentation its resize then
-    crop, to a rounding of the last grey level; and both are close to data.loader=boxes'."""
+    """data.loader=device's code, run here with the CPU decoder: the random-resized crop and
+    [R1]'s scale augmentation (boxes on whole pixels) are torchvision's resized_crop of the
+    decoded tensor, evaluation's centre crop (a box of fractional pixels) its resize then crop,
+    to a rounding of the last grey level; and all are close to data.loader=boxes'."""
     from torchvision.datasets import ImageFolder
     from torchvision.io import decode_jpeg
 
@@ -282,8 +287,9 @@ def test_decoding_on_the_device_crops_as_torchvision_does(tmp_path):
     for i in range(4):
         photo_like(tmp_path / "c0" / f"{i}.jpg", 500 - 60 * i, 375, seed=i)
     folder = ImageFolder(str(tmp_path))
-    for scale_aug in (False, True):
-        opts = dict(crop_size=96, train=True, scale_aug=scale_aug, scale_range=(128, 200))
+    for scale_aug, train in ((False, True), (True, True), (False, False)):
+        opts = dict(crop_size=96, train=train, scale_aug=scale_aug, scale_range=(128, 200))
+        opts["resize_size"] = 110
         encoded = EncodedCrops(folder, **opts)
         batch = encoded.__getitems__(keys(list(range(4)), seed=3, epoch=0, start=0))
         ours = decode_on(batch, torch.device("cpu"), 96, folder.samples, jpeg_decoder())
@@ -293,7 +299,7 @@ def test_decoding_on_the_device_crops_as_torchvision_does(tmp_path):
                 torch.frombuffer(bytearray(open(path, "rb").read()), dtype=torch.uint8)
             )
             left, top, w, h, flip = batch.plans[i, 0].tolist()
-            if scale_aug:
+            if not all(float(c).is_integer() for c in (left, top, w, h)):
                 rw, rh = round(image.shape[2] * 96 / w), round(image.shape[1] * 96 / h)
                 theirs = TF.crop(
                     TF.resize(image, [rh, rw]), round(top * 96 / h), round(left * 96 / w), 96, 96
@@ -378,3 +384,24 @@ def test_an_imagenet_style_run_trains_resumes_and_evaluates_with_each_loader(tmp
     except SystemExit as e:
         assert e.code == 0
     assert json.loads(out.read_text())["val_error"] == summary["val_error"]
+
+
+@pytest.mark.slow
+def test_the_folder_benchmark_measures_each_pipeline(tmp_path):
+    """bench.py's part `folders` (scripts/folder_speed.py) runs: a rate for each loader and
+    decoder, each way of cropping, and the ratios to torchvision's transforms."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import folder_speed
+
+    for split in ("train", "val"):
+        for c in range(2):
+            (tmp_path / split / f"c{c}").mkdir(parents=True)
+            for i in range(20):
+                photo_like(tmp_path / split / f"c{c}" / f"{i}.JPEG", 160 + 9 * i, 120, seed=i)
+    rows = folder_speed.measure(tmp_path, workers=[1], batches=1)
+    assert [r[0] for r in rows] == list(folder_speed.CROPS)
+    for row in rows:
+        assert len(row) == len(folder_speed.HEADER) and row[1] == 1
+        assert all(float(v) > 0 for v in row[2:6]) and all(v.endswith("x") for v in row[6:])

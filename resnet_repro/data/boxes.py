@@ -61,10 +61,17 @@ def scale_augmentation(
 ) -> Box:
     """[R1] 3.4: the shorter side resized to a length uniform in scale_range (integers, both
     ends in), then a crop x crop square at a random place: torchvision's RandomShortestSize
-    then RandomCrop, mapped back to the source."""
+    then RandomCrop, mapped back to the source and rounded to its whole pixels (at most half a
+    pixel off). A loader cuts the box out and resizes it, as RandomResizedCrop's: the same
+    pixels as torchvision's resized_crop of it, and on a CPU much faster than resizing a box
+    of fractional pixels (docs/speed.md)."""
     w, h = shorter_side(width, height, rng.randint(*scale_range))
     left, top = rng.randint(0, w - crop), rng.randint(0, h - crop)
-    return scaled_back(Box(left, top, crop, crop), width / w, height / h)
+    box = scaled_back(Box(left, top, crop, crop), width / w, height / h)
+    left, top = round(box.left), round(box.top)
+    right = min(width, round(box.left + box.width))
+    bottom = min(height, round(box.top + box.height))
+    return Box(left, top, right - left, bottom - top)
 
 
 def centre_crop(width: int, height: int, crop: int, resize: int) -> Box:
