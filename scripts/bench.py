@@ -16,11 +16,11 @@
 - agree: what the per-iteration stop-flag agreement of a DDP run costs on 2 gloo ranks.
 - sweep: a sweep's runs side by side (hydra/launcher=local) against one after the other: on
   the CPU 2 runs, with the threads divided between them; on a GPU, 1, 2, 4 and 8 runs on it.
-- folders: the image-folder pipelines (data.loader=transforms and boxes) without a model,
-  images/s per DataLoader worker for 1 and 2 workers, [R1]'s scale augmentation, the
-  random-resized crop and evaluation's centre crop (scripts/folder_speed.py), on photographs cut
-  to ImageNet's sizes (scripts/photo_folder.py; made once in outputs/photo-folder, or
-  --folder).
+- folders: the image-folder pipelines (data.loader=transforms, boxes with Pillow and with
+  TurboJPEG, device's workers) without a model, images/s per DataLoader worker for 1 and 2
+  workers, best of 3, for [R1]'s scale augmentation, the random-resized crop and evaluation's
+  centre crop (scripts/folder_speed.py), on photographs cut to ImageNet's sizes
+  (scripts/photo_folder.py; made once in outputs/photo-folder, or --folder).
 - gpu: on a CUDA GPU (skipped without one), the bare step in fp32 NCHW, fp32 NHWC, bf16 and
   bf16 compiled, resnet-train end to end with a GPU run's settings, and the classic pipeline.
 
