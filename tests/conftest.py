@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -11,6 +12,12 @@ from resnet_repro.entry import command
 from resnet_repro.training.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+# A suite started in the background by a shell without job control (`make test &`, `nohup`)
+# inherits SIGINT ignored, and so would every run it starts: the Ctrl-C tests would meet runs
+# that cannot be stopped (a fresh-clone run so started failed three of them). A terminal's
+# Ctrl-C reaches a user's run; the suite's runs get the same.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Real CIFAR-10, as JPEG image folders (train/<class>/*.jpg, test/<class>/*.jpg): the archive or
 # its extracted folder named by $RESNET_REPRO_CIFAR10_JPEG (.ci/run names CI's copy), else the
 # archive in ../shared/data beside the clone. A clone on its own skips the tests that need it.

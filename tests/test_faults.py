@@ -22,10 +22,27 @@ from resnet_repro.training.records import METRICS, read_metrics
 pytestmark = pytest.mark.slow
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    """A test that fails while its run trains (a timeout) ends that run: left behind, it would
+    train on beside the rest of the suite."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start(*args, gpu=False, **kwargs) -> subprocess.Popen:
     env = {**(with_gpus() if gpu else os.environ), "PYTHONUNBUFFERED": "1"}
     pipe = subprocess.PIPE
-    return subprocess.Popen([*TRAIN, *args], stdout=pipe, stderr=pipe, text=True, env=env, **kwargs)
+    proc = subprocess.Popen([*TRAIN, *args], stdout=pipe, stderr=pipe, text=True, env=env, **kwargs)
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
