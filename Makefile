@@ -44,7 +44,8 @@ bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 # What a lent GPU machine lacks, to carry there (docs/speed.md, "On a GPU"): the packages as
-# wheels in .whl/, and the real CIFAR-10 in .gpu-data/ where ../shared/data has it.
+# wheels in .whl/; scikit-image's wheel (the test folder's photographs) and the real CIFAR-10
+# in .gpu-data/ where ../shared/data has it.
 gpu-wheels:
 	bash scripts/gpu_wheels.sh
 	@if [ -f ../shared/data/cifar10-jpeg.tar.gz ]; then \

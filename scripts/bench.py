@@ -1,7 +1,7 @@
 """Training speed and memory, as Markdown tables: `make bench`, or one part at a time:
 
     python scripts/bench.py --parts pipeline settings memory depth compile ddp agree gpu sweep \
-        folders
+        folders imagenet
 
 - pipeline: the classic pipeline (scripts/classic_cifar.py: per-image PIL transforms in a
   DataLoader, fp32) at its best worker count, against resnet-train end to end with its
@@ -23,6 +23,9 @@
   (scripts/photo_folder.py; made once in outputs/photo-folder, or --folder).
 - gpu: on a CUDA GPU (skipped without one), the bare step in fp32 NCHW, fp32 NHWC, bf16 and
   bf16 compiled, resnet-train end to end with a GPU run's settings, and the classic pipeline.
+- imagenet: on a CUDA GPU (skipped without one; --rehearse runs it on a CPU at toy sizes),
+  ResNet-18 and ResNet-50 end to end on the test folder with each data.loader against their
+  bare step on data already on the GPU (scripts/gpu_folders.sh runs it on a lent machine).
 
 Every ratio is of numbers measured in this one run (the machines are shared and noisy); each
 table names the CPU. The bare step: forward, backward and SGD step on one batch already on the
@@ -63,16 +66,26 @@ THREADS = os.cpu_count()
 
 
 def bare_step(
-    depth, steps, channels_last=True, compile=False, precision="fp32", device="cpu", **model
+    depth,
+    steps,
+    channels_last=True,
+    compile=False,
+    precision="fp32",
+    device="cpu",
+    batch=128,
+    size=32,
+    num_classes=10,
+    **model,
 ):
-    """Images/s of the bare step at batch 128, and the seconds the first step took more."""
+    """Images/s of the bare step (batch images of size x size), and the seconds the first step
+    took more."""
     torch.manual_seed(0)
     device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = build_model(depth, **model).to(device, memory_format=fmt)
+    net = build_model(depth, num_classes=num_classes, **model).to(device, memory_format=fmt)
     opt = sgd(net.parameters(), device, lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(128, 3, 32, 32, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (128,), device=device)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, num_classes, (batch,), device=device)
     fn = compile_model(net, depth) if compile else net
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
@@ -96,7 +109,7 @@ def bare_step(
     for _ in range(steps):
         step()
     per_step = (clock() - t0) / steps
-    return 128 / per_step, first - per_step
+    return batch / per_step, first - per_step
 
 
 def bare_speed(*args, **kwargs) -> float:
@@ -501,18 +514,81 @@ def gpu(args) -> None:
     table(f"GPU training speed (img/s), {data_name}", header, rows, machine)
 
 
-def folders(args) -> None:
-    folder = args.folder or ROOT / "outputs" / "photo-folder"
+def photo_folder(folder: Path, *options: str) -> Path:
+    """The test folder of scripts/photo_folder.py, made there unless it is there already."""
     if not (folder / "train").is_dir():
-        made = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "photo_folder.py"), str(folder)]
-        )
-        if made.returncode:
-            sys.exit("bench.py: the folders part needs an image folder; give one with --folder")
+        cmd = [sys.executable, str(ROOT / "scripts" / "photo_folder.py"), str(folder), *options]
+        if subprocess.run(cmd).returncode:
+            sys.exit("bench.py: this part needs an image folder; give one with --folder")
+    return folder
+
+
+def folders(args) -> None:
+    folder = photo_folder(args.folder or ROOT / "outputs" / "photo-folder")
     rows = folder_rows(folder, [1, 2], args.batches)
     files = sum(1 for _ in folder.rglob("*.JPEG"))
     machine = f"CPU: {cpu_name()}, {THREADS} threads; {folder.name}, {files} files"
     table("Image-folder pipelines, no model (224 px crops)", FOLDER_HEADER, rows, machine, 64)
+
+
+IMAGENET_NETS = {
+    "resnet18": dict(depth=18, block="basic"),
+    "resnet50": dict(depth=50, block="bottleneck"),
+}
+LOADERS = ("device", "boxes", "transforms")
+
+
+def imagenet(args) -> None:
+    """Issue 24's GPU target: ResNet-18 and ResNet-50 trained end to end on the test folder
+    (resnet-train data=imagenet with each data.loader, as many DataLoader workers as the
+    machine has cores but one, bf16 where the GPU has it, channels_last, not compiled, batch
+    256) against the same step on a batch already on the device. On a CUDA GPU; on a CPU only
+    with --rehearse, at toy sizes: the commands run, the numbers mean nothing."""
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.rehearse:
+        print("\n### ImageNet-style, end to end\n\nNo CUDA GPU is visible: nothing measured.")
+        return
+    # Each training file 8 times (hard links): an epoch of 19,200 images, whose start (the
+    # workers' first batches) weighs little, as on ImageNet.
+    folder = photo_folder(args.folder or ROOT / "outputs" / "photo-folder-x8", "--links", "8")
+    device = "cuda" if cuda else "cpu"
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    batch, size = (256, 224) if not args.rehearse else (8, 64)
+    workers = max(1, THREADS - 1)
+    rows = []
+    for name, net in IMAGENET_NETS.items():
+        steps = args.steps if not args.rehearse else 2
+        bare = best(
+            args.repeats,
+            bare_speed,
+            **net,
+            steps=steps,
+            arch="imagenet",
+            shortcut="B",
+            num_classes=6,
+            batch=batch,
+            size=size,
+            device=device,
+            precision="bf16" if bf16 else "fp32",
+        )
+        run = [f"model={name}", "data=imagenet", f"data.root={folder}", f"data.workers={workers}"]
+        run += [f"data.batch_size={batch}", f"trainer.device={device}", "trainer.compile=false"]
+        if args.rehearse:
+            run += [f"data.crop_size={size}", f"data.resize_size={size + 8}"]
+        e2e = {
+            loader: best(args.repeats, end_to_end, [*run, f"data.loader={loader}"], steps, 3)
+            for loader in LOADERS
+        }
+        rows.append(
+            [name, f"{bare:.0f}"]
+            + [f"{e2e[k]:.0f}" for k in LOADERS]
+            + [f"{e2e[k] / bare:.0%}" for k in LOADERS]
+        )
+    header = ["model", "bare step"] + [f"end to end, {k}" for k in LOADERS]
+    header += [f"{k}: of the bare step" for k in LOADERS]
+    where = torch.cuda.get_device_name(0) if cuda else "CPU (a rehearsal at toy sizes)"
+    machine = f"{where}, {'bf16' if bf16 else 'fp32'}; CPU: {cpu_name()}, {workers} workers"
+    table(f"ImageNet-style training speed (img/s), {folder.name}", header, rows, machine, batch)
 
 
 PARTS = {
@@ -526,6 +602,7 @@ PARTS = {
     "agree": agree,
     "sweep": sweep,
     "folders": folders,
+    "imagenet": imagenet,
 }
 
 
@@ -538,6 +615,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="best of this many measurements")
     p.add_argument("--folder", type=Path, help="the folders part's image folder")
     p.add_argument("--batches", type=int, default=12, help="the folders part's timed batches")
+    p.add_argument("--rehearse", action="store_true", help="the imagenet part on a CPU, tiny")
     p.add_argument("--probe-memory", nargs=2, type=int, help=argparse.SUPPRESS)
     p.add_argument("--probe-agree", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()

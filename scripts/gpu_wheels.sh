@@ -21,4 +21,14 @@ mkdir .whl
 # it here into a pure-Python wheel.
 "$py" -m pip wheel -q --disable-pip-version-check --no-deps --no-binary=:all: -w .whl \
     antlr4-python3-runtime==4.9.3
+# TurboJPEG for data.loader=boxes (the jpeg extra), a binary wheel for that machine's Python
+"$py" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl \
+    turbojpeg==0.0.2
 ls .whl
+# scikit-image's wheel, whose photographs scripts/photo_folder.py cuts the test folder of
+# scripts/gpu_folders.sh from (read as a zip archive, not installed: any platform's will do)
+mkdir -p .gpu-data
+"$py" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    -d .gpu-data scikit-image==0.26.0
+ls .gpu-data

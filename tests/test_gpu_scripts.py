@@ -20,9 +20,9 @@ import gpu_preflight  # noqa: E402
 
 def test_the_check_stops_at_once_without_its_wheels(tmp_path):
     (tmp_path / "scripts").mkdir()
-    for name in ("gpu_check.sh", "gpu_env.sh", "gpu_figure6.sh"):
+    for name in ("gpu_check.sh", "gpu_env.sh", "gpu_figure6.sh", "gpu_folders.sh"):
         shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
-    for script in ("gpu_check.sh", "gpu_figure6.sh"):
+    for script in ("gpu_check.sh", "gpu_figure6.sh", "gpu_folders.sh"):
         r = subprocess.run(
             ["bash", str(tmp_path / "scripts" / script), str(tmp_path / "out")],
             capture_output=True,
