@@ -170,14 +170,23 @@ def test_pixels_are_torchvisions_on_the_same_box(tmp_path, decoder):
     assert max(np.percentile(x, 99) for x in diffs) <= 12
 
 
-@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0: iMCUs 8 or 16 wide
-def test_turbojpeg_crops_are_torchvisions_pixels(tmp_path, subsampling):
+@pytest.mark.parametrize(
+    "kind",  # chroma 4:4:4, 4:2:2, 4:2:0 (iMCUs 8 or 16 wide); progressive; greyscale
+    ["444", "422", "420", "progressive", "grey"],
+)
+def test_turbojpeg_crops_are_torchvisions_pixels(tmp_path, kind):
     """A random-resized crop from the region TurboJPEG decodes (a few rows and columns around the
     box) is exactly torchvision's transforms' crop (the whole image decoded, cut, resized), at
     every edge and corner of the image and inside it; and it decodes less."""
     path = tmp_path / "photo.jpg"
-    photo_like(path, 333, 250, seed=subsampling)
-    Image.open(path).save(path, quality=90, subsampling=subsampling)
+    photo_like(path, 333, 250, seed=len(kind))
+    im = Image.open(path)
+    if kind == "grey":
+        im.convert("L").save(path, quality=90)
+    elif kind == "progressive":
+        im.save(path, quality=90, progressive=True)
+    else:
+        im.save(path, quality=90, subsampling=f"{kind[0]}:{kind[1]}:{kind[2]}")
     data = path.read_bytes()
     image = tv_tensors.Image(torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()))
     image = image.permute(2, 0, 1)
