@@ -8,11 +8,13 @@ from the size in the file's header); the JPEG is decoded at the smallest DCT sca
 
 Two decoders, the same crops: libjpeg-turbo 3 through turbo.py decodes only the rows and
 columns around the boxes (`pip install 'resnet-repro[jpeg]'`); without it, Pillow decodes
-whole rows (its `draft` gives the DCT scaling). A random-resized crop (on whole pixels) is cut
-out and resized as torchvision does it, by torch from TurboJPEG's pixels (the same pixels as
-torchvision's transforms), by Pillow otherwise (within a grey level or two); scaled boxes by
-Pillow, bilinear with antialiasing, with the pixels around the box as a resize of the whole
-image sees them. Other formats (PNG, CMYK JPEGs) decode with Pillow at full size.
+whole rows (its `draft` gives the DCT scaling). A box on whole pixels (the random-resized
+crop's; [R1]'s scale augmentation's, rounded so in boxes.py) is cut out and resized as
+torchvision's RandomResizedCrop does it: by torch from TurboJPEG's pixels (the same pixels as
+torchvision's transforms), by Pillow otherwise (within a grey level or two). Evaluation's boxes,
+of fractional pixels, are resized by Pillow, bilinear with antialiasing, with the pixels around
+the box as a resize of the whole image sees them. Other formats (PNG, CMYK JPEGs) decode with
+Pillow at full size.
 
 A batch is made whole in the worker, uint8, channels last, and travels as one tensor: no
 per-image tensors to collate. Each image's crop and flip come from a seed the sampler gives
@@ -127,9 +129,10 @@ def region_crops(decoder: turbo.Decoder, data: bytes, size: int, boxes_of):
     decoded at the same DCT scale as `cut`'s; None if TurboJPEG cannot decode the file (or
     Pillow would refuse it: too many pixels), for Pillow to read or name.
 
-    Boxes on whole pixels (on_whole_pixels) are resized by torch as torchvision's transforms
-    resize them, to the same pixels, faster than Pillow; others ([R1]'s scale augmentation,
-    evaluation's) by Pillow, which takes a box of fractions of a pixel."""
+    Boxes on whole pixels (on_whole_pixels: the random-resized crop's and [R1]'s scale
+    augmentation's, at full scale) are resized by torch as torchvision's transforms resize
+    them, to the same pixels, faster than Pillow; others (evaluation's, and any box decoded at
+    a reduced scale) by Pillow, which takes a box of fractions of a pixel."""
     header = decoder.size(data)
     if header is None:
         return None
