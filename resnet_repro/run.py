@@ -215,3 +215,8 @@ def announce(facts: dict, world: World, run_dir: Path, start: int) -> None:
             "This CPU computes bf16 natively: trainer.precision=bf16 may train much faster "
             "here (see docs/speed.md)."
         )
+    if cpu and facts["precision"] == "bf16" and not facts["hardware"]["cpu_bf16"]:
+        log.info(
+            "This CPU has no native bf16, so bf16 autocast is emulated: ResNet-20 trained 10-15x "
+            "slower than in fp32 on such a CPU. trainer.precision=fp32 trains faster here."
+        )
