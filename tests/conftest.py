@@ -126,6 +126,15 @@ def run_cli(*overrides, cwd=None, env=None, gpu=False, **kwargs) -> subprocess.C
     )
 
 
+def call(main, *args) -> int:
+    """A console script's main in this process, on str(args); its exit code (0 when it returns)."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
 def launch(*args, cwd=None, gpu=False, **kwargs) -> subprocess.CompletedProcess:
     env = with_gpus() if gpu else os.environ
     env = {k: v for k, v in env.items() if not k.startswith(("SLURM_", "RANK"))}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, image_folder_run, run_cli
+from conftest import TINY, call, image_folder_run, run_cli
 from fixtures import write_jpeg_folder
 
 from resnet_repro.entry import command
@@ -31,15 +31,6 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def run(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([*args], capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
-def call(main, *args) -> int:
-    """A command in-process; its exit code (0 when it returns)."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 @pytest.mark.slow
