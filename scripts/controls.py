@@ -52,6 +52,10 @@ def read_arm(folder: Path, arm: str) -> tuple[dict[int, float], list[str], dict]
     return errors, notes, {"iterations": s.get("iterations"), "milestones": s.get("milestones")}
 
 
+def row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def controls_table(folder: Path) -> str:
     arms = {arm: read_arm(folder, arm) for arm, _, _ in ARMS}
     if not any(errors or notes for errors, notes, _ in arms.values()):
@@ -68,10 +72,11 @@ def controls_table(folder: Path) -> str:
         f"ResNet-20, [R1]'s recipe on {schedule['iterations']} iterations (lr divided by 10 at "
         f"{' and '.join(map(str, schedule['milestones']))}), final test error (%) of each seed.",
         "",
-        "| pipeline | precision | n | "
-        + " | ".join(f"seed {s}" for s in seeds)
-        + " | mean +- std | minus resnet-train fp32, same seed: mean (range) | not counted |",
-        "|---|---|---|" + "---|" * len(seeds) + "---|---|---|",
+        row(
+            ["pipeline", "precision", "n", *(f"seed {s}" for s in seeds), "mean +- std"]
+            + ["minus resnet-train fp32, same seed: mean (range)", "not counted"]
+        ),
+        row(["---"] * (len(seeds) + 6)),
     ]
     for arm, pipeline, precision in ARMS:
         errors, notes, _ = arms[arm]
@@ -89,7 +94,7 @@ def controls_table(folder: Path) -> str:
         cells = [pipeline, precision, str(len(values))]
         cells += [f"{errors[s]:.2f}" if s in errors else "" for s in seeds]
         cells += [spread, versus, "; ".join(notes)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(row(cells))
     return "\n".join(lines)
 
 

@@ -87,7 +87,8 @@ def make(runs, out, args):
     fig, axes = plt.subplots(1, len(chosen), figsize=(5.2 * len(chosen), 4.2), squeeze=False)
     for ax, (title, gs) in zip(axes[0], chosen, strict=True):
         draw(ax, title, gs, scale, y_top(groups))
-    return save_figure(fig, f"[R1] figure 6 from {len(runs)} runs on {data}", out / "figure6")
+    title = f"[R1] figure 6 from {len(runs)} run{'s' * (len(runs) != 1)} on {data}"
+    return save_figure(fig, title, out / "figure6")
 
 
 if __name__ == "__main__":

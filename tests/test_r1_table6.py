@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+import torch
+from conftest import ROOT, call
 
 from resnet_repro.errors import UserError
-from resnet_repro.nets.models import model_defaults
+from resnet_repro.evaluate import eval_main
+from resnet_repro.nets.models import build_model, model_defaults
 from resnet_repro.reproduction.paper import R1_TABLE6_REPRODUCTIONS
-from resnet_repro.reproduction.runs import Run
+from resnet_repro.reproduction.runs import Run, find_runs, read_run
 from resnet_repro.reproduction.tables import make_tables
+from resnet_repro.weights import file_sha256
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from controls import controls_table  # noqa: E402
@@ -118,3 +121,45 @@ def test_evidence_keeps_what_the_tables_read_and_leaves_checkpoints(tmp_path):
         "controls/fp32/0/summary.json",
     ]
     assert controls_table(out / "controls") == controls_table(src)
+
+
+# The page itself: its tables are the scripts' output on the runs' files kept beside it, and
+# the weights it ships are those runs' (their numbers checked on the real data in
+# test_real_data.py).
+DOCS = ROOT / "docs" / "r1_table6"
+WEIGHTS = ROOT / "weights"
+SHIPPED = ["resnet20"]  # resnet32 joins when its run has finished
+
+
+def test_the_pages_tables_are_made_from_its_runs():
+    assert (DOCS / "tables.md").read_text() == make_tables(find_runs([DOCS / "runs"])) + "\n"
+    assert (DOCS / "controls.md").read_text() == controls_table(DOCS / "controls") + "\n"
+
+
+def test_the_shipped_weights_are_the_finished_runs_and_the_page_gives_their_checksums():
+    assert sorted(p.stem for p in WEIGHTS.glob("*.pt")) == sorted(SHIPPED)
+    page = (ROOT / "docs" / "r1_table6.md").read_text()
+    for name in SHIPPED:
+        path = WEIGHTS / f"{name}.pt"
+        about = json.loads(path.with_suffix(".json").read_text())
+        assert file_sha256(path) == about["sha256"] and about["sha256"] in page
+        summary = read_run(DOCS / "runs" / name).summary
+        assert about["trained"]["iteration"] == summary["iteration"] == 64000
+        assert about["trained"]["test_error"] == summary["test_error"]
+        assert f"{summary['test_error']:.2f}" in page
+        model = build_model(**about["model"])
+        model.load_state_dict(torch.load(path, weights_only=True))  # strict, and no code run
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_file_evaluates_and_refuses_data_it_was_not_made_for(name, tmp_path, capsys):
+    path = WEIGHTS / f"{name}.pt"
+    out = tmp_path / "eval.json"
+    assert call(eval_main, path, "data=synthetic", "data.test_size=256", "--json", out) == 0
+    result = json.loads(out.read_text())
+    assert result["test_images"] == 256 and result["sha256"] == file_sha256(path)
+    assert result["model"] == "ResNet-" + name.removeprefix("resnet")
+    capsys.readouterr()
+    assert call(eval_main, path, "data=cifar100", "data.root=nowhere") == 2
+    said = capsys.readouterr().err
+    assert "is a net with 10 classes, and data=cifar100 has 100" in said and "Traceback" not in said

@@ -212,7 +212,7 @@ def evidence_lines(runs: list[Run]) -> list[str]:
     hours = sum(r.summary.get("wall_time_s", 0) for r in done) / 3600
     schedules = sorted({str(r.planned_iterations) for r in runs})
     return [
-        f"{len(runs)} runs, {len(done)} finished; {hours:.2f} h of training in all, on "
+        f"{len(runs)} run{'s' * (len(runs) != 1)}, {len(done)} finished; {hours:.2f} h of training in all, on "
         f"{', '.join(hardware) or 'no finished run'}; iterations per run: {', '.join(schedules)}.",
         "n counts finished runs only; unfinished runs are listed, never averaged in. The papers'"
         " CIFAR schedule is 64000 iterations: a shorter run is not comparable with the paper's "
