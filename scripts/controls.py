@@ -5,7 +5,9 @@ same seeds, three ways:
 - bf16/: resnet-train with bf16 autocast (the default on GPUs);
 - classic/: scripts/classic_cifar.py --train, a per-image PIL pipeline and a loop of its own,
   with the same initial weights for each seed (seed<N>.json).
-Any of the three may be missing; a run not finished is listed and not averaged in.
+Any of the three may be missing; a run not finished is listed and not averaged in. A fourth,
+fp32_nchw/ (resnet-train in fp32 with trainer.channels_last=false: the memory format of the
+classic arm), is a diagnostic, listed only where it was run.
 
     python scripts/controls.py ~/runs/r1_table6_short --out docs/r1_table6
 
@@ -26,7 +28,9 @@ ARMS = (
     ("fp32", "resnet-train", "fp32"),
     ("bf16", "resnet-train", "bf16 autocast"),
     ("classic", "scripts/classic_cifar.py --train", "fp32"),
+    ("fp32_nchw", "resnet-train, trainer.channels_last=false", "fp32"),
 )
+OPTIONAL = {"fp32_nchw"}  # a row only where the folder is there
 BASELINE = "fp32"
 
 
@@ -80,6 +84,8 @@ def controls_table(folder: Path) -> str:
     ]
     for arm, pipeline, precision in ARMS:
         errors, notes, _ = arms[arm]
+        if arm in OPTIONAL and not (errors or notes):
+            continue
         values = list(errors.values())
         if not values:
             spread = "not run" if not notes else "unfinished"

@@ -89,6 +89,13 @@ def test_controls_table_sets_each_pipeline_beside_resnet_train_in_fp32_seed_by_s
     )
     classic = rows["| scripts/classic_cifar.py --train", "fp32"]
     assert "| 20.50 | 20.50 | 20.50 | 20.50 +- 0.00 | -0.50 (-1.50 to +0.50) |" in classic
+    assert "channels_last" not in text  # the diagnostic arm: a row only where it was run
+    control_run(tmp_path / "fp32_nchw" / "0", 0, "fp32", 19.8)
+    rows = {line.split(" | ")[0]: line for line in controls_table(tmp_path).splitlines()}
+    assert rows["| resnet-train, trainer.channels_last=false"] == (
+        "| resnet-train, trainer.channels_last=false | fp32 | 1 | 19.80 |  |  | 19.80 "
+        "| -0.20 (-0.20 to -0.20) |  |"
+    )
 
 
 def test_controls_of_different_schedules_or_none_at_all_are_refused(tmp_path):
