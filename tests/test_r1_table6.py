@@ -19,7 +19,7 @@ from resnet_repro.reproduction.tables import make_tables
 from resnet_repro.weights import file_sha256
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from controls import controls_table  # noqa: E402
+from controls import controls_table, read_arm  # noqa: E402
 
 
 def run(depth: int, iterations: int, test_error: float, seed: int = 0) -> Run:
@@ -141,6 +141,11 @@ SHIPPED = ["resnet20"]  # resnet32 joins when its run has finished
 def test_the_pages_tables_are_made_from_its_runs():
     assert (DOCS / "tables.md").read_text() == make_tables(find_runs([DOCS / "runs"])) + "\n"
     assert (DOCS / "controls.md").read_text() == controls_table(DOCS / "controls") + "\n"
+    page = (ROOT / "docs" / "r1_table6.md").read_text()
+    assert controls_table(DOCS / "controls") in page
+    # The fp32 arm's first two seeds, run again on another CPU: the page quotes the kept runs.
+    first, _, _ = read_arm(DOCS / "controls_first_machine", "fp32")
+    assert f"{first[0]:.2f}% and {first[1]:.2f}%" in page
 
 
 def test_the_shipped_weights_are_the_finished_runs_and_the_page_gives_their_checksums():
