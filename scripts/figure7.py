@@ -5,6 +5,12 @@ Runs of one configuration over several seeds are averaged. See
 resnet_repro/reproduction/responses.py.
 
     python scripts/figure7.py outputs/r1_cifar/2026-11-24_10-00-00 --out figures
+
+A run whose checkpoints are gone (its evidence copied into docs/ by scripts/evidence.py) is
+measured from its exported weights, given with --weights: the file whose description names the
+run's model, data, seed and last iteration.
+
+    python scripts/figure7.py docs/r1_table6/runs/resnet20 --weights weights/resnet20.pt
 """
 
 import json
@@ -21,10 +27,10 @@ from report import COLOURS, run_script, save_figure  # noqa: E402
 from resnet_repro.data import class_count, load_dataset  # noqa: E402
 from resnet_repro.data.tensors import EvalBatches  # noqa: E402
 from resnet_repro.errors import UserError  # noqa: E402
-from resnet_repro.nets.models import build_model  # noqa: E402
+from resnet_repro.nets.models import build_model, model_defaults  # noqa: E402
 from resnet_repro.reproduction.responses import layer_responses  # noqa: E402
-from resnet_repro.reproduction.runs import group_runs, one_data_set  # noqa: E402
-from resnet_repro.training.checkpoint import load_checkpoint  # noqa: E402
+from resnet_repro.reproduction.runs import group_runs, one_data_set, what_it_trains  # noqa: E402
+from resnet_repro.weights import Weights, read  # noqa: E402
 
 STYLE = {"plain": dict(ls="--"), "ResNet": dict(ls="-")}
 
@@ -40,12 +46,38 @@ def test_batches(config: dict, data_root: str | None) -> EvalBatches:
     return eval_sets["test"]
 
 
-def responses(run, batches) -> list[float]:
-    path = Path(run.path) / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise UserError(f"{run.path} has no checkpoint (checkpoints/last.pt) to measure.")
+def is_of(w: Weights, run) -> bool:
+    """Whether a weights file's description says it is this run's net at its last iteration."""
+    if w.model is None or w.data is None:
+        return False
+    same_model = what_it_trains("model", model_defaults() | w.model) == what_it_trains(
+        "model", run.model
+    )
+    return (
+        same_model
+        and w.data.get("name") == run.data
+        and w.trained.get("seed") == run.config["trainer"]["seed"]
+        and w.trained.get("iteration") == run.last_iteration
+    )
+
+
+def run_weights(run, shipped: list[Weights]) -> dict:
+    """The run's trained state: its newest good checkpoint, else the weights file of it."""
+    if (Path(run.path) / "checkpoints").is_dir():
+        return read(run.path).state
+    for w in shipped:
+        if is_of(w, run):
+            return w.state
+    raise UserError(
+        f"{run.path} has no checkpoint (checkpoints/last.pt) to measure, and no weights file "
+        "given with --weights is of it (the same model, data and seed, at its last iteration "
+        f"{run.last_iteration}): give the file resnet-export wrote from it, or --no-figure7."
+    )
+
+
+def responses(run, batches, shipped: list[Weights]) -> list[float]:
     model = build_model(**run.model, num_classes=class_count(**run.config["data"]))
-    model.load_state_dict(load_checkpoint(path)["model"])
+    model.load_state_dict(run_weights(run, shipped))
     return layer_responses(model, batches)
 
 
@@ -55,13 +87,14 @@ def make(runs, out, args):
     if not runs:
         raise UserError("figure 7 measures CIFAR nets with original units; none of these is.")
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    shipped = [read(path) for path in args.weights]
     batches = test_batches(runs[0].config, args.data_root)
     fig, axes = plt.subplots(2, 1, figsize=(7, 6.5))
     measured = {}  # label -> each layer's standard deviation, in layer order
     for g in sorted(
         group_runs(runs), key=lambda g: (g.label[0] != "p", g.config["model"]["depth"])
     ):
-        per_run = [responses(r, batches) for r in (g.finished or g.runs)]
+        per_run = [responses(r, batches, shipped) for r in (g.finished or g.runs)]
         std = [statistics.fmean(layer) for layer in zip(*per_run, strict=True)]
         kind = "plain" if g.config["model"]["shortcut"] == "none" else "ResNet"
         label = g.label + ("" if g.finished else " (unfinished)")
@@ -85,6 +118,13 @@ def make(runs, out, args):
 def options(parser):
     parser.add_argument("--data-root", help="where the data is now, if not at the runs' data.root")
     parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="exported weights (resnet-export) of runs whose checkpoints are gone",
+    )
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ import torch
 from conftest import ROOT, run_cli
 from fixtures import write_image_folder
 
+from resnet_repro.entry import command
 from resnet_repro.nets.models import build_model
 from resnet_repro.reproduction.responses import layer_responses, response_layers
 from resnet_repro.training.records import METRICS
 
 pytestmark = pytest.mark.slow
 SCRIPTS = ROOT / "scripts"
+EXPORT = command("resnet-export")
 SHORT = [  # a few iterations, two evaluations, one thread
     "schedule.iterations=6",
     "schedule.milestones=[3,5]",
@@ -153,6 +155,39 @@ def test_make_figures_draws_figures_6_and_7_and_the_tables(degradation, tmp_path
         assert (tmp_path / name).stat().st_size > 5000, name
     assert "| ResNet-56 | 6 | 2 |" in (tmp_path / "tables.md").read_text()
     assert not (tmp_path / "curves.png").exists()  # no shortcut type or unit to compare
+
+
+def test_figure7_of_a_run_whose_checkpoints_are_gone_reads_its_exported_weights(
+    degradation, tmp_path
+):
+    """docs/r1_table6's case: ResNet-20's run directory is gone, its evidence copy and exported
+    weights are in the checkout, ResNet-32's run is on disk. Figure 7 is the same as from the
+    run itself; without the weights, or with another run's, it says what to give."""
+    resnet20, resnet56 = (
+        next(degradation.glob(f"*model={m},*trainer.seed=0")) for m in ("resnet20", "resnet56")
+    )
+    for run, name in ((resnet20, "r20"), (resnet56, "r56")):
+        r = subprocess.run([*EXPORT, run, tmp_path / f"{name}.pt"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    r = script("evidence.py", resnet20, "--out", tmp_path / "evidence")
+    assert r.returncode == 0, r.stderr
+    copy = tmp_path / "evidence" / resnet20.name
+    assert not (copy / "checkpoints").exists()
+
+    def figure7(*args):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        r = script("figure7.py", *args, "--out", out, "--threads", "1")
+        return r, (json.loads((out / "figure7.json").read_text()) if r.returncode == 0 else None)
+
+    _, direct = figure7(resnet20, resnet56)
+    r, from_weights = figure7(copy, resnet56, "--weights", tmp_path / "r56.pt", tmp_path / "r20.pt")
+    assert r.returncode == 0, r.stderr
+    assert from_weights == direct and set(direct) == {"ResNet-20", "ResNet-56"}
+    for args in ([], ["--weights", tmp_path / "r56.pt"]):  # none, or another depth's
+        r, _ = figure7(copy, resnet56, *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "no weights file given with --weights is of it" in r.stderr, r.stderr
+        assert "at its last iteration 6" in r.stderr and "--no-figure7" in r.stderr
 
 
 def test_curves_and_table_of_the_shortcut_types(shortcut_types, tmp_path):
